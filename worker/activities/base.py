@@ -1,0 +1,161 @@
+"""What an activity type is: its options, outlets, activation and run; plain Python, no Celery."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sqlalchemy.orm import Session
+
+from worker.errors import DefinitionError
+
+#: Keys of an activity that are not type options.
+ACTIVITY_KEYS = frozenset({"name", "type", "label", "transitions", "onError", "execution"})
+EXECUTION_MODES = frozenset({"normal", "suspended", "disabled"})
+ERROR_POLICIES = frozenset({"suspend", "ignore"})
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One node of a workflow definition."""
+
+    name: str
+    type: str
+    options: Mapping[str, Any]
+    transitions: Mapping[str, tuple[str, ...]]
+    label: str = ""
+    on_error: str | None = None
+    execution: str = "normal"
+
+    def targets(self, outlets: tuple[str, ...] | list[str]) -> list[str]:
+        found: list[str] = []
+        for outlet in outlets:
+            found.extend(self.transitions.get(outlet, ()))
+        return found
+
+
+@dataclass(frozen=True)
+class SignalRequest:
+    """Ask the engine to trigger another workflow's external signal after this task commits."""
+
+    workflow: str
+    activity: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run produced: the outlets it fires and the vars that flow out of them."""
+
+    outlets: tuple[str, ...] = ("done",)
+    vars: Mapping[str, Any] | None = None
+    counts: Mapping[str, Any] | None = None
+    #: End activity: abort every other task of the workflow and finish it.
+    terminate: bool = False
+    signals: tuple[SignalRequest, ...] = ()
+
+
+@dataclass(frozen=True)
+class Activation:
+    """How a task starts life: pending (runs now), or waiting for a signal or a time."""
+
+    state: str = "pending"
+    due_at: dt.datetime | None = None
+    reason: str | None = None
+
+
+@dataclass
+class Context:
+    """What a run sees: its ids, its vars, a session for database effects, a logger."""
+
+    task_id: str
+    workflow_id: int
+    job_id: str
+    activity: Activity
+    vars: dict[str, Any]
+    counts: dict[str, Any]
+    attempt: int
+    now: dt.datetime
+    session: Session
+    logs: list[tuple[str, str]] = field(default_factory=list)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.logs.append((level, message))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of an activity type: its JSON kind, whether required, an extra check."""
+
+    kinds: tuple[type, ...]
+    required: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+
+class ActivityType:
+    """Base of every activity type. Subclasses set `name` and override what they need."""
+
+    name: ClassVar[str] = ""
+    #: Celery queue family, so operators can scale families apart.
+    family: ClassVar[str] = "flow"
+    options: ClassVar[Mapping[str, Option]] = {}
+    #: Entry activities may have no inbound transition and start a workflow.
+    entry: ClassVar[bool] = False
+    #: Entry-only activities (start, scheduler) take no inbound transition.
+    entry_only: ClassVar[bool] = False
+    #: Listeners (signal, scheduler) stay waiting and create a new job on each fire.
+    listener: ClassVar[bool] = False
+    #: Activities whose fired outlets are only known after the run (test, segmentation).
+    deciding: ClassVar[bool] = False
+    #: Activities that break a loop (a cycle must contain one).
+    breaks_loops: ClassVar[bool] = False
+    #: Activities that wait for every inbound branch.
+    joins: ClassVar[bool] = False
+    #: Data activities count against CARILLON_MAX_RUNNING_WORKFLOWS.
+    data: ClassVar[bool] = False
+
+    def validate(self, activity: Activity) -> None:
+        """Check the options at save time; raise DefinitionError naming the problem."""
+        for key, value in activity.options.items():
+            spec = self.options.get(key)
+            if spec is None:
+                known = ", ".join(sorted(self.options)) or "none"
+                raise DefinitionError(
+                    f"unknown option '{key}' for type '{self.name}' (known: {known})",
+                    activity=activity.name,
+                )
+            # bool is an int in Python; only accept it where a boolean is declared.
+            if not isinstance(value, spec.kinds) or (
+                isinstance(value, bool) and bool not in spec.kinds
+            ):
+                kinds = "/".join(k.__name__ for k in spec.kinds)
+                raise DefinitionError(f"option '{key}' must be {kinds}", activity=activity.name)
+            if spec.check is not None:
+                problem = spec.check(value)
+                if problem:
+                    raise DefinitionError(f"option '{key}': {problem}", activity=activity.name)
+        for key, spec in self.options.items():
+            if spec.required and key not in activity.options:
+                raise DefinitionError(f"option '{key}' is required", activity=activity.name)
+
+    def outlets(self, activity: Activity) -> frozenset[str]:
+        """Outlet names this activity may fire; transitions may only use these."""
+        return frozenset({"done"})
+
+    def jump_target(self, activity: Activity) -> str | None:
+        """An edge that is not a transition (the jump activity); None for everything else."""
+        return None
+
+    def activate(self, activity: Activity, now: dt.datetime, vars: Mapping[str, Any]) -> Activation:
+        return Activation()
+
+    def run(self, ctx: Context) -> Outcome:
+        raise NotImplementedError
+
+    def next_listener_fire(
+        self, activity: Activity, after: dt.datetime, fired: int
+    ) -> dt.datetime | None:
+        """For timed listeners (scheduler): the next fire after `after`, None when expired."""
+        return None

@@ -1,0 +1,134 @@
+"""Pure compilation of a graph segment into Celery canvas: chain, group, chord of run_activity.
+
+A segment starts at a task row that already exists (committed as pending) and follows the
+graph while the path is known before running: a sequence becomes a `chain`, a fork a
+`group`, a fork whose branches all meet at one and-join a `chord` whose callback is the join.
+It stops before anything decided at run time (test outcomes, waits, signals, joins reached
+by other paths); the engine continues there with a new segment.
+
+Each link carries the ids its successors will get (`chained`), so that the task that runs
+first can commit its successors' rows, under those ids, before Celery publishes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from celery import chain, chord, group, signature
+from celery.canvas import Signature
+
+from worker.definitions import Definition
+
+RUN_ACTIVITY = "carillon.run_activity"
+IdFactory = Callable[[], str]
+
+
+def queue_for(definition: Definition, activity: str) -> str:
+    """Queue of an activity: one per family, so operators can scale families apart."""
+    return f"carillon.{definition.type_of(activity).family}"
+
+
+def link(
+    definition: Definition,
+    activity: str,
+    task_id: str,
+    chained: dict[str, str] | None = None,
+    *,
+    keep_result: bool = False,
+) -> Signature:
+    """One run_activity signature; immutable, with the task row's id as Celery task id."""
+    options: dict[str, object] = {"task_id": task_id, "queue": queue_for(definition, activity)}
+    if keep_result:
+        # Chord headers must report to the result backend; nothing else needs results.
+        options["ignore_result"] = False
+    return signature(
+        RUN_ACTIVITY, args=(task_id, chained or {}), options=options, immutable=True
+    )
+
+
+def static_successors(definition: Definition, activity: str) -> list[str] | None:
+    """Successors known before running, or None when the run decides (tests, listeners)."""
+    kind = definition.type_of(activity)
+    if kind.deciding or kind.listener:
+        return None
+    act = definition.activity(activity)
+    found = list(act.transitions.get("done", ()))
+    jump = kind.jump_target(act)
+    if jump:
+        found.append(jump)
+    return found
+
+
+def chainable(definition: Definition, activity: str) -> bool:
+    """Whether a successor can be a link of a pre-built canvas (it runs as soon as it exists)."""
+    kind = definition.type_of(activity)
+    act = definition.activity(activity)
+    return not (
+        kind.joins or kind.listener or kind.breaks_loops or kind.entry or act.execution != "normal"
+    )
+
+
+def compile_segment(
+    definition: Definition, activity: str, task_id: str, new_id: IdFactory
+) -> Signature:
+    """The canvas that runs `activity` (row `task_id`) and everything statically after it."""
+    links: list[Signature] = []
+    current, current_id = activity, task_id
+    while True:
+        successors = static_successors(definition, current)
+        if not successors or not all(chainable(definition, s) for s in successors):
+            links.append(link(definition, current, current_id))
+            break
+        ids = {s: new_id() for s in successors}
+        links.append(link(definition, current, current_id, ids))
+        if len(successors) == 1:
+            current, current_id = successors[0], ids[successors[0]]
+            continue
+        links.append(_fork(definition, successors, ids, new_id))
+        break
+    return links[0] if len(links) == 1 else chain(*links)
+
+
+def _fork(
+    definition: Definition, heads: list[str], ids: dict[str, str], new_id: IdFactory
+) -> Signature:
+    """Branches of a fork: a chord when they all meet at one and-join, else a group."""
+    paths = [_linear_path(definition, head) for head in heads]
+    joins = {path[-1][1] if path else None for path in paths}
+    join = next(iter(joins)) if len(joins) == 1 else None
+    if join is not None and definition.inbound_counts()[join] == len(heads):
+        join_id = new_id()
+        branches = []
+        for head, path in zip(heads, paths, strict=True):
+            branch_ids = [ids[head]] + [new_id() for _ in path[1:]]
+            branch = []
+            for index, (name, _next) in enumerate(path):
+                is_last = index == len(path) - 1
+                chained = {join: join_id} if is_last else {path[index + 1][0]: branch_ids[index + 1]}
+                branch.append(
+                    link(definition, name, branch_ids[index], chained, keep_result=is_last)
+                )
+            branches.append(branch[0] if len(branch) == 1 else chain(*branch))
+        return chord(branches, compile_segment(definition, join, join_id, new_id))
+    return group([compile_segment(definition, head, ids[head], new_id) for head in heads])
+
+
+def _linear_path(definition: Definition, head: str) -> list[tuple[str, str | None]]:
+    """[(activity, next)] from `head` along single static successors until an and-join.
+
+    Empty when the branch does anything else (decides, forks, waits) before a join.
+    """
+    path: list[tuple[str, str | None]] = []
+    current = head
+    for _ in range(len(definition.activities)):
+        successors = static_successors(definition, current)
+        if not successors or len(successors) != 1:
+            return []
+        nxt = successors[0]
+        path.append((current, nxt))
+        if definition.type_of(nxt).joins:
+            return path
+        if not chainable(definition, nxt):
+            return []
+        current = nxt
+    return []

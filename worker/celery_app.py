@@ -1,0 +1,76 @@
+"""The Celery app: create_celery(settings), and the module-level `app` for `celery -A`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from worker.config import Settings
+
+FAMILIES = ("flow", "targeting", "data", "channel", "human")
+CONTROL_QUEUE = "carillon.control"
+QUEUES = tuple(f"carillon.{family}" for family in FAMILIES) + (CONTROL_QUEUE,)
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app with the baseline of RELIABILITY.md: JSON only, late acks, no prefetch."""
+    app = Celery("carillon", broker=settings.broker_url, backend=settings.result_backend)
+    transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if settings.embedded_broker:
+        folder = settings.broker_folder
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        transport = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            # Poll the folder often: the default second would dominate trigger latency.
+            "polling_interval": 0.02,
+        }
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_ignore_result=True,
+        result_expires=timedelta(hours=6),
+        broker_transport_options=transport,
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        enable_utc=True,
+        timezone="UTC",
+        task_default_queue=CONTROL_QUEUE,
+        task_queues=[Queue(name) for name in QUEUES],
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "carillon-tick": {
+                "task": "carillon.tick",
+                "schedule": timedelta(seconds=settings.tick_seconds),
+                "options": {"queue": CONTROL_QUEUE, "expires": max(settings.tick_seconds * 5, 5)},
+            }
+        },
+    )
+    from worker.tasks import register_tasks
+
+    register_tasks(app)
+    return app
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    # Prefork children must not share the parent's database connections.
+    from worker import runtime
+
+    runtime.reset_after_fork()
+
+
+app = create_celery(Settings.from_env())

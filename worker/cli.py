@@ -1,0 +1,288 @@
+"""The `carillon` command: run the stack, manage credentials and workflows, show status."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from worker.errors import CarillonError
+
+console = Console()
+
+
+def _runtime() -> Any:
+    from worker import runtime, schema
+
+    schema.upgrade(runtime.db())
+    return runtime
+
+
+def _fail(exc: CarillonError) -> None:
+    click.echo(f"error: {exc.message}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Carillon: campaign workflows on Celery.
+
+    Configuration comes from CARILLON_* environment variables (see the README). With none
+    set, everything runs embedded: SQLite and a filesystem broker in ./.carillon.
+    """
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    _runtime()
+    click.echo("schema is up to date")
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="API port (default CARILLON_API_PORT, 8080).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Worker processes.")
+def up(port: int | None, concurrency: int) -> None:
+    """Run API, worker and beat as child processes until Ctrl-C."""
+    from worker import stack
+
+    runtime = _runtime()
+    settings = runtime.settings()
+    port = port or settings.api_port
+    env = dict(os.environ, CARILLON_API_PORT=str(port))
+    procs = stack.Stack(env, Path(settings.home) / "logs")
+    procs.start("worker", stack.worker_command(concurrency))
+    procs.start("beat", stack.beat_command(settings))
+    procs.start("api", stack.api_command(settings.api_host, port))
+    console.print(f"API on http://{settings.api_host}:{port}  (health: /healthz)")
+    console.print(f"database {settings.database_url}  broker {settings.broker_url}")
+    console.print(f"logs in {Path(settings.home) / 'logs'}; Ctrl-C stops everything")
+    try:
+        while not procs.dead():
+            time.sleep(0.5)
+        console.print(f"[red]stopped: {', '.join(procs.dead())} exited; see the logs[/red]")
+    except KeyboardInterrupt:
+        console.print("stopping...")
+    finally:
+        procs.stop()
+    sys.exit(0)
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="gunicorn worker processes.")
+def api(port: int | None, workers: int) -> None:
+    """Serve the REST API with gunicorn."""
+    from worker import stack
+
+    settings = _runtime().settings()
+    command = stack.api_command(settings.api_host, port or settings.api_port, workers)
+    os.execv(command[0], command)
+
+
+@main.command()
+@click.option("--concurrency", "-c", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Worker processes.")
+@click.option("--queues", "-Q", default="", help="Comma-separated queues (default: all).")
+@click.option("--name", "-n", default="w1", show_default=True, help="Worker node name.")
+def worker(concurrency: int, queues: str, name: str) -> None:
+    """Run a Celery worker consuming the activity queues."""
+    from worker import stack
+
+    _runtime()
+    chosen = tuple(q.strip() for q in queues.split(",") if q.strip())
+    command = stack.worker_command(concurrency, chosen, name)
+    os.execv(command[0], command)
+
+
+@main.command()
+def beat() -> None:
+    """Run Celery beat: the engine tick (timers, repairs) and the technical workflows."""
+    from worker import stack
+
+    command = stack.beat_command(_runtime().settings())
+    os.execv(command[0], command)
+
+
+@main.command()
+@click.option("--timeout", type=click.FloatRange(5, 600), default=90, show_default=True,
+              help="Seconds to wait for the sample workflows to finish.")
+def demo(timeout: float) -> None:
+    """Run the sample workflows end to end on a fresh embedded stack, then exit."""
+    from worker import demo as demo_module
+
+    sys.exit(demo_module.run(console, timeout))
+
+
+@main.group()
+def credentials() -> None:
+    """API credentials of organizations."""
+
+
+@credentials.command("create")
+@click.option("--org", required=True, help="Organization name (created if new).")
+def credentials_create(org: str) -> None:
+    """Create an API key and bearer token; prints {"org", "apiKey", "token"} once."""
+    from worker import catalog
+
+    runtime = _runtime()
+    try:
+        with runtime.sessions()() as s, s.begin():
+            created = catalog.create_credentials(s, org)
+    except CarillonError as exc:
+        _fail(exc)
+    click.echo(json.dumps(created))
+
+
+@main.group()
+def workflow() -> None:
+    """Import, list and command workflows."""
+
+
+@workflow.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--org", required=True, help="Organization owning the workflow.")
+def workflow_import(file: Path, org: str) -> None:
+    """Validate and save a JSON or YAML definition as a new version."""
+    from worker import catalog, definitions
+
+    runtime = _runtime()
+    try:
+        body = definitions.load_text(file.read_text(encoding="utf-8"))
+        with runtime.sessions()() as s, s.begin():
+            saved = catalog.save_definition(s, catalog.ensure_org(s, org), body)
+            click.echo(f"{saved.name} version {saved.latest_version} saved (PKey @{saved.pkey})")
+    except UnicodeDecodeError:
+        click.echo("error: the file is not UTF-8 text", err=True)
+        sys.exit(2)
+    except CarillonError as exc:
+        _fail(exc)
+
+
+@workflow.command("list")
+@click.option("--org", default=None, help="Only this organization's workflows.")
+def workflow_list(org: str | None) -> None:
+    """List workflows with their state and version."""
+    from worker import catalog
+
+    runtime = _runtime()
+    table = Table("org", "id", "PKey", "label", "state", "version")
+    with runtime.sessions()() as s:
+        owner = catalog.org_by_name(s, org) if org else None
+        for wf in catalog.list_workflows(s, owner):
+            table.add_row(str(wf.org_id), wf.name, f"@{wf.pkey}", wf.label, wf.state,
+                          str(wf.running_version or wf.latest_version))
+    console.print(table)
+
+
+def _command(method: str, ref: str) -> None:
+    runtime = _runtime()
+    try:
+        runtime.engine().command(None, ref, method)
+        with runtime.sessions()() as s:
+            state = runtime.engine().find_workflow(s, None, ref).state
+    except CarillonError as exc:
+        _fail(exc)
+    click.echo(f"{ref}: {method} applied; state is {state}")
+
+
+for _method in ("start", "pause", "resume", "stop"):
+
+    def _make(method: str) -> Any:
+        @workflow.command(method, help=f"Apply the '{method}' command to workflow ID.")
+        @click.argument("workflow_id")
+        def _cmd(workflow_id: str) -> None:
+            _command(method, workflow_id)
+
+        return _cmd
+
+    _make(_method)
+
+
+@workflow.command("retry")
+@click.argument("task_id")
+def workflow_retry(task_id: str) -> None:
+    """Run a failed task again."""
+    try:
+        _runtime().engine().retry(task_id)
+    except CarillonError as exc:
+        _fail(exc)
+    click.echo(f"task {task_id} re-enqueued")
+
+
+@workflow.command("skip")
+@click.argument("task_id")
+def workflow_skip(task_id: str) -> None:
+    """Mark a failed, held, waiting or pending task done and continue after it."""
+    try:
+        _runtime().engine().skip(task_id)
+    except CarillonError as exc:
+        _fail(exc)
+    click.echo(f"task {task_id} skipped")
+
+
+@workflow.command("rerun")
+@click.argument("workflow_id")
+@click.argument("activity")
+def workflow_rerun(workflow_id: str, activity: str) -> None:
+    """Run ACTIVITY of WORKFLOW_ID again, with the vars of its last run."""
+    try:
+        task_id = _runtime().engine().rerun_from(None, workflow_id, activity)
+    except CarillonError as exc:
+        _fail(exc)
+    click.echo(f"task {task_id} created for {activity}")
+
+
+@workflow.command("tasks")
+@click.argument("workflow_id")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+def workflow_tasks(workflow_id: str, limit: int) -> None:
+    """Show a workflow's latest tasks, with why each waiting or held one is stuck."""
+    from sqlalchemy import select
+
+    from worker.models import Task
+
+    runtime = _runtime()
+    engine = runtime.engine()
+    table = Table("task", "activity", "state", "executions", "why / outcome")
+    try:
+        with runtime.sessions()() as s:
+            wf = engine.find_workflow(s, None, workflow_id)
+            rows = s.scalars(select(Task).where(Task.workflow_id == wf.id)
+                             .order_by(Task.created_at.desc()).limit(limit)).all()
+    except CarillonError as exc:
+        _fail(exc)
+    for task in rows:
+        why = engine.explain(task.id) if task.state in ("waiting", "held", "pending", "failed") \
+            else ",".join(task.outlets or []) or (task.reason or "")
+        table.add_row(task.id[:8], task.activity, task.state, str(task.attempt), why)
+    console.print(table)
+
+
+@main.command()
+def status() -> None:
+    """Summary of workflows and tasks by state."""
+    from sqlalchemy import func, select
+
+    from worker.models import Task, Workflow
+
+    runtime = _runtime()
+    with runtime.sessions()() as s:
+        workflows = s.execute(select(Workflow.state, func.count()).group_by(Workflow.state)).all()
+        tasks = s.execute(select(Task.state, func.count()).group_by(Task.state)).all()
+    table = Table("what", "state", "count")
+    for state, count in workflows:
+        table.add_row("workflows", state, str(count))
+    for state, count in tasks:
+        table.add_row("tasks", state, str(count))
+    console.print(table)

@@ -1,0 +1,133 @@
+"""Settings from CARILLON_* environment variables; every field documented, nothing read at import."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from worker.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Carillon reads from its environment. Build it with `Settings.from_env()`."""
+
+    #: CARILLON_HOME: folder of the embedded default (SQLite file, filesystem broker).
+    home: Path = Path(".carillon")
+    #: CARILLON_DATABASE_URL: SQLAlchemy URL; default SQLite in CARILLON_HOME.
+    database_url: str = ""
+    #: CARILLON_BROKER_URL: Celery broker; default kombu's filesystem transport in CARILLON_HOME.
+    broker_url: str = ""
+    #: CARILLON_RESULT_BACKEND: needed by and-join chords only; default the broker's Redis, or
+    #: a SQLite results file beside the embedded database.
+    result_backend: str = ""
+    #: CARILLON_SIGNAL_MIN_INTERVAL: seconds between two accepted triggers of one signal (600).
+    signal_min_interval: int = 600
+    #: CARILLON_MAX_RUNNING_WORKFLOWS: workflows running data activities at once (20).
+    max_running_workflows: int = 20
+    #: CARILLON_TICK_SECONDS: period of the tick that fires timers and repairs (1.0).
+    tick_seconds: float = 1.0
+    #: CARILLON_LEASE_SECONDS: a running task whose heartbeat is older is re-enqueued (60).
+    lease_seconds: int = 60
+    #: CARILLON_REPUBLISH_SECONDS: a pending task older than this is published again (30).
+    republish_seconds: int = 30
+    #: CARILLON_MAX_ATTEMPTS: executions of one task before it is failed for good (5).
+    max_attempts: int = 5
+    #: CARILLON_VISIBILITY_TIMEOUT: Redis visibility timeout in seconds (3600).
+    visibility_timeout: int = 3600
+    #: CARILLON_QUEUES: comma-separated queues a worker consumes (default: all of them).
+    queues: tuple[str, ...] = ()
+    #: CARILLON_ACTIVITY_MODULES: comma-separated modules registering extra activity types.
+    activity_modules: tuple[str, ...] = ()
+    #: CARILLON_API_HOST / CARILLON_API_PORT: where `carillon api` and `up` listen.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    #: CARILLON_PUBLIC_URL: base of absolute links (trigger hrefs); default http://host:port.
+    public_url: str = ""
+    #: CARILLON_FAILPOINT: test-only crash points (e.g. after_commit_before_publish).
+    failpoint: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        home = Path(env.get("CARILLON_HOME", ".carillon")).absolute()
+        settings = cls(
+            home=home,
+            database_url=env.get("CARILLON_DATABASE_URL", ""),
+            broker_url=env.get("CARILLON_BROKER_URL", ""),
+            result_backend=env.get("CARILLON_RESULT_BACKEND", ""),
+            signal_min_interval=_int(env, "CARILLON_SIGNAL_MIN_INTERVAL", 600, minimum=0),
+            max_running_workflows=_int(env, "CARILLON_MAX_RUNNING_WORKFLOWS", 20, minimum=1),
+            tick_seconds=_float(env, "CARILLON_TICK_SECONDS", 1.0),
+            lease_seconds=_int(env, "CARILLON_LEASE_SECONDS", 60, minimum=2),
+            republish_seconds=_int(env, "CARILLON_REPUBLISH_SECONDS", 30, minimum=1),
+            max_attempts=_int(env, "CARILLON_MAX_ATTEMPTS", 5, minimum=1),
+            visibility_timeout=_int(env, "CARILLON_VISIBILITY_TIMEOUT", 3600, minimum=10),
+            queues=_list(env, "CARILLON_QUEUES"),
+            activity_modules=_list(env, "CARILLON_ACTIVITY_MODULES"),
+            api_host=env.get("CARILLON_API_HOST", "127.0.0.1"),
+            api_port=_int(env, "CARILLON_API_PORT", 8080, minimum=1),
+            public_url=env.get("CARILLON_PUBLIC_URL", ""),
+            failpoint=env.get("CARILLON_FAILPOINT", ""),
+        )
+        return settings.resolved()
+
+    def resolved(self) -> Settings:
+        """Fill the embedded defaults (SQLite, filesystem broker) for what was left empty."""
+        database_url = self.database_url or f"sqlite:///{self.home / 'carillon.sqlite'}"
+        broker_url = self.broker_url or "filesystem://"
+        result_backend = self.result_backend
+        if not result_backend:
+            if broker_url.startswith(("redis://", "rediss://")):
+                result_backend = broker_url
+            else:
+                result_backend = f"db+sqlite:///{self.home / 'results.sqlite'}"
+        public_url = self.public_url or f"http://{self.api_host}:{self.api_port}"
+        return replace(
+            self,
+            database_url=database_url,
+            broker_url=broker_url,
+            result_backend=result_backend,
+            public_url=public_url.rstrip("/"),
+        )
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.home / "broker"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not 0.05 <= value <= 3600:
+        raise ConfigError(f"{name} must be between 0.05 and 3600, got {value}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())

@@ -1,0 +1,1149 @@
+"""The only writer of workflow and task state: commands, runs, triggers, timers and repairs.
+
+Every change is a compare-and-set in one transaction, committed before any message that
+depends on it is published (the `Dispatcher` is called after commit). Celery only carries
+task ids; the database says what runs next.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import definitions
+from worker.activities.base import Activity, Context, Outcome, SignalRequest
+from worker.config import Settings
+from worker.db import utcnow
+from worker.definitions import Definition
+from worker.errors import CommandRefused, NotFound, TriggerRefused, TooManyTriggers
+from worker.heartbeat import Heartbeat
+from worker.models import (
+    Command,
+    Job,
+    JoinArrival,
+    LogLine,
+    StateEvent,
+    Task,
+    Trigger,
+    Workflow,
+    WorkflowVersion,
+    new_id,
+)
+from worker.signals import coerce
+from worker.states import ACTIVE_TASK_STATES, TaskState, WorkflowState
+from worker.transitions import record_new_task, set_task_state, set_tasks_state, set_workflow_state
+
+log = logging.getLogger(__name__)
+
+T, W = TaskState, WorkflowState
+METHODS = ("start", "pause", "resume", "stop")
+SUSPENDED_REASON = "activity suspended: release it to run"
+PAUSED_REASON = "workflow paused"
+ERROR_REASON = "workflow in error"
+MAX_SOURCE = 255
+
+
+class Dispatcher(Protocol):
+    """Publishes work after commit; the Celery implementation lives in worker.tasks."""
+
+    def dispatch(self, definition: Definition, rows: list[tuple[str, str]]) -> None:
+        """Publish a new canvas segment for each pending (activity, task id)."""
+
+    def apply_commands(self, workflow_id: int) -> None:
+        """Ask a worker to apply the workflow's recorded commands."""
+
+
+@dataclass
+class RunResult:
+    """What happened to one run_activity message."""
+
+    status: str  # done | failed | skipped | fenced | missing
+    continue_chain: bool = False
+
+
+@dataclass
+class _Effects:
+    """Work to do once the transaction that decided it has committed."""
+
+    publish: list[tuple[Definition, str, str]] = field(default_factory=list)
+    signals: list[SignalRequest] = field(default_factory=list)
+    commands: set[int] = field(default_factory=set)
+
+
+class _Fenced(Exception):
+    """A newer attempt owns the task; roll back whatever this one did."""
+
+
+class _ActivityFailed(Exception):
+    """Roll back the activity's effects, then record the failure."""
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    task_id: str
+    workflow_id: int
+    job_id: str
+    activity: str
+    version: int
+    vars: dict[str, Any]
+    counts: dict[str, Any]
+    attempt: int
+
+
+class Engine:
+    """Applies the execution model of DESIGN section 4 on the database."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        dispatcher: Dispatcher,
+        *,
+        worker_name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.session = session_factory
+        self.dispatcher = dispatcher
+        self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
+        self.heartbeat = Heartbeat(session_factory, max(0.5, settings.lease_seconds / 3))
+        self._definitions: dict[tuple[int, int], Definition] = {}
+
+    # ----------------------------------------------------------------- definitions
+
+    def definition(self, workflow_id: int, version: int, s: Session | None = None) -> Definition:
+        """A version's parsed definition, cached: versions never change once saved.
+
+        Pass the open session when inside a transaction: on SQLite a second connection
+        would wait for the first one's write lock forever.
+        """
+        key = (workflow_id, version)
+        found = self._definitions.get(key)
+        if found is None:
+            stmt = select(WorkflowVersion.body).where(
+                WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version
+            )
+            if s is not None:
+                body = s.execute(stmt).scalar_one()
+            else:
+                with self.session() as own:
+                    body = own.execute(stmt).scalar_one()
+            found = self._definitions[key] = definitions.parse(body)
+        return found
+
+    # ----------------------------------------------------------------- running a task
+
+    def run(self, task_id: str, chained: dict[str, str] | None = None) -> RunResult:
+        """Claim, execute and complete one task; idempotent for duplicate messages."""
+        chained = chained or {}
+        now = utcnow()
+        with self.session() as s, s.begin():
+            claimed = self._claim(s, task_id, now)
+            if claimed is None:
+                return self._refuse_claim(s, task_id)
+        definition = self.definition(claimed.workflow_id, claimed.version)
+        activity = definition.activity(claimed.activity)
+        kind = definition.type_of(claimed.activity)
+        effects = _Effects()
+        ctx = Context(
+            task_id=task_id,
+            workflow_id=claimed.workflow_id,
+            job_id=claimed.job_id,
+            activity=activity,
+            vars=dict(claimed.vars),
+            counts=dict(claimed.counts),
+            attempt=claimed.attempt,
+            now=now,
+            session=None,  # type: ignore[arg-type]  # set below, inside the transaction
+        )
+        error: Exception | None = None
+        continue_chain = False
+        self.heartbeat.add(task_id, claimed.attempt)
+        try:
+            with self.session() as s, s.begin():
+                ctx.session = s
+                try:
+                    outcome = kind.run(ctx)
+                except Exception as exc:
+                    error = exc
+                    raise _ActivityFailed from exc
+                continue_chain = self._complete(s, claimed, definition, outcome, ctx, chained, effects)
+        except _ActivityFailed:
+            assert error is not None
+            return self._fail(claimed, definition, error, ctx.logs)
+        except _Fenced:
+            return RunResult("fenced")
+        finally:
+            self.heartbeat.discard(task_id)
+        self._after_commit(effects)
+        return RunResult("done", continue_chain)
+
+    def _claim(self, s: Session, task_id: str, now: dt.datetime) -> _Claimed | None:
+        stale = now - dt.timedelta(seconds=self.settings.lease_seconds)
+        started = exists().where(Workflow.id == Task.workflow_id, Workflow.state == W.STARTED)
+        row = s.execute(
+            update(Task)
+            .where(
+                Task.id == task_id,
+                or_(Task.state == T.PENDING, and_(Task.state == T.RUNNING, Task.heartbeat_at < stale)),
+                started,
+            )
+            .values(
+                state=T.RUNNING,
+                attempt=Task.attempt + 1,
+                started_at=now,
+                heartbeat_at=now,
+                updated_at=now,
+                worker=self.worker_name,
+                reason=None,
+            )
+            .returning(
+                Task.workflow_id,
+                Task.job_id,
+                Task.activity,
+                Task.version,
+                Task.vars,
+                Task.counts,
+                Task.attempt,
+            )
+            .execution_options(synchronize_session=False)
+        ).first()
+        if row is None:
+            return None
+        s.execute(
+            insert(StateEvent).values(
+                workflow_id=row.workflow_id,
+                entity="task",
+                entity_id=task_id,
+                from_state=T.PENDING if row.attempt == 1 else None,
+                to_state=T.RUNNING,
+                attempt=row.attempt,
+                at=now,
+            )
+        )
+        return _Claimed(task_id, row.workflow_id, row.job_id, row.activity, row.version,
+                        row.vars or {}, row.counts or {}, row.attempt)
+
+    def _refuse_claim(self, s: Session, task_id: str) -> RunResult:
+        """A message whose task cannot run now: hold it, abort it, or drop a duplicate."""
+        row = s.execute(
+            select(Task.state, Task.workflow_id, Workflow.state.label("wf_state"))
+            .join(Workflow, Workflow.id == Task.workflow_id)
+            .where(Task.id == task_id)
+        ).first()
+        if row is None:
+            return RunResult("missing")
+        if row.state == T.PENDING:
+            if row.wf_state in (W.PAUSED, W.ERROR):
+                reason = PAUSED_REASON if row.wf_state == W.PAUSED else ERROR_REASON
+                set_task_state(s, task_id, row.workflow_id, T.PENDING, T.HELD, reason=reason)
+            elif row.wf_state != W.STARTED:
+                set_task_state(
+                    s, task_id, row.workflow_id, T.PENDING, T.ABORTED,
+                    reason=f"workflow {row.wf_state}", finished_at=utcnow(),
+                )
+        return RunResult("skipped")
+
+    def _complete(
+        self,
+        s: Session,
+        claimed: _Claimed,
+        definition: Definition,
+        outcome: Outcome,
+        ctx: Context,
+        chained: dict[str, str],
+        effects: _Effects,
+    ) -> bool:
+        """Record the outcome and create the successors, fenced by the attempt; True to chain on."""
+        now = utcnow()
+        out_vars = {**ctx.vars, **outcome.vars} if outcome.vars else ctx.vars
+        out_counts = {**ctx.counts, **outcome.counts} if outcome.counts else ctx.counts
+        values: dict[str, Any] = {"finished_at": now, "outlets": list(outcome.outlets)}
+        if outcome.vars:
+            values["vars"] = out_vars
+        if outcome.counts:
+            values["counts"] = out_counts
+        if not set_task_state(
+            s, claimed.task_id, claimed.workflow_id, T.RUNNING, T.DONE, attempt=claimed.attempt,
+            **values,
+        ):
+            raise _Fenced
+        activity = definition.activity(claimed.activity)
+        self._write_logs(s, claimed.workflow_id, claimed.job_id, claimed.task_id, activity.name,
+                         ctx.logs)
+        effects.signals.extend(outcome.signals)
+        if outcome.terminate:
+            self._terminate(s, claimed.workflow_id, claimed.task_id, activity.name)
+            return False
+        targets = self._targets(definition, activity, outcome.outlets)
+        if targets is None:
+            self._log(s, claimed.workflow_id, claimed.job_id, claimed.task_id, activity.name,
+                      "warning", "a fired outlet has no transition: workflow paused")
+            self._pause(s, self._workflow(s, claimed.workflow_id))
+            return False
+        created = self._activate(
+            s, definition, claimed.workflow_id, claimed.job_id, claimed.version, claimed.task_id,
+            activity.name, targets, out_vars, out_counts, chained, effects,
+        )
+        pending_chained = {tid for tid, state in created.items() if state == T.PENDING} & set(
+            chained.values()
+        )
+        continue_chain = bool(chained) and pending_chained == set(chained.values())
+        if not continue_chain:
+            # Celery will not publish these: the chain stops here, so we do.
+            names = {tid: name for name, tid in chained.items()}
+            effects.publish.extend((definition, names[t], t) for t in pending_chained)
+        if not any(state in ACTIVE_TASK_STATES for state in created.values()):
+            self._maybe_finish(s, claimed.workflow_id)
+        return continue_chain
+
+    def _targets(
+        self, definition: Definition, activity: Activity, outlets: Iterable[str]
+    ) -> list[str] | None:
+        """Successors of the fired outlets; None when an outlet has no transition."""
+        kind = definition.type_of(activity.name)
+        allowed = kind.outlets(activity)
+        targets: list[str] = []
+        for outlet in outlets:
+            found = activity.transitions.get(outlet, ())
+            if not found and outlet in allowed:
+                return None
+            targets.extend(found)
+        jump = kind.jump_target(activity)
+        if jump:
+            targets.append(jump)
+        return targets
+
+    def _fail(
+        self, claimed: _Claimed, definition: Definition, error: Exception,
+        logs: list[tuple[str, str]],
+    ) -> RunResult:
+        message = f"{type(error).__name__}: {error}"[:2000]
+        effects = _Effects()
+        with self.session() as s, s.begin():
+            if not set_task_state(
+                s, claimed.task_id, claimed.workflow_id, T.RUNNING, T.FAILED,
+                attempt=claimed.attempt, finished_at=utcnow(), error=message,
+            ):
+                return RunResult("fenced")
+            self._write_logs(s, claimed.workflow_id, claimed.job_id, claimed.task_id,
+                             claimed.activity, logs)
+            self._log(s, claimed.workflow_id, claimed.job_id, claimed.task_id, claimed.activity,
+                      "error", message)
+            self._apply_error_policy(s, definition, claimed.workflow_id, claimed.job_id,
+                                     claimed.task_id, claimed.activity, message)
+        self._after_commit(effects)
+        return RunResult("failed")
+
+    def _apply_error_policy(
+        self, s: Session, definition: Definition, workflow_id: int, job_id: str, task_id: str,
+        activity: str, message: str,
+    ) -> None:
+        workflow = self._workflow(s, workflow_id, lock=True)
+        if definition.error_policy(activity) == "ignore":
+            set_task_state(s, task_id, workflow_id, T.FAILED, T.ABORTED,
+                           reason=f"error ignored: {message}")
+            recent = s.execute(
+                select(Task.state, Task.error)
+                .where(Task.workflow_id == workflow_id, Task.finished_at.is_not(None))
+                .order_by(Task.finished_at.desc())
+                .limit(definition.consecutive_errors)
+            ).all()
+            streak = 0
+            for row in recent:
+                if row.state == T.DONE or row.error is None:
+                    break
+                streak += 1
+            if streak < definition.consecutive_errors:
+                self._maybe_finish(s, workflow_id)
+                return
+            message = f"{streak} consecutive errors (threshold {definition.consecutive_errors})"
+        if set_workflow_state(s, workflow, W.ERROR, from_states=[W.STARTED],
+                              error_message=message[:2000]):
+            self._log(s, workflow_id, job_id, task_id, activity, "error",
+                      f"workflow suspended in error: {message}")
+
+    # ----------------------------------------------------------------- creating tasks
+
+    def _activate(
+        self,
+        s: Session,
+        definition: Definition,
+        workflow_id: int,
+        job_id: str,
+        version: int,
+        parent_id: str | None,
+        from_activity: str,
+        targets: list[str],
+        vars: dict[str, Any],
+        counts: dict[str, Any],
+        chained: dict[str, str],
+        effects: _Effects,
+    ) -> dict[str, str]:
+        """Create the successors' rows (or join arrivals); returns {task id: state}."""
+        created: dict[str, str] = {}
+        for target in targets:
+            if definition.type_of(target).joins:
+                joined = self._arrive(
+                    s, definition, workflow_id, job_id, version, parent_id, from_activity, target,
+                    vars, counts, chained.get(target), effects,
+                )
+                if joined:
+                    created[joined[0]] = joined[1]
+                continue
+            task_id, state = self._create_task(
+                s, definition, workflow_id, job_id, version, target, vars, counts, parent_id,
+                chained.get(target), effects,
+            )
+            created[task_id] = state
+        return created
+
+    def _create_task(
+        self,
+        s: Session,
+        definition: Definition,
+        workflow_id: int,
+        job_id: str,
+        version: int,
+        activity_name: str,
+        vars: dict[str, Any],
+        counts: dict[str, Any],
+        parent_id: str | None,
+        chained_id: str | None,
+        effects: _Effects,
+        *,
+        listener_entry: bool = False,
+    ) -> tuple[str, str]:
+        activity = definition.activity(activity_name)
+        kind = definition.type_of(activity_name)
+        now = utcnow()
+        due_at: dt.datetime | None = None
+        if activity.execution == "disabled":
+            state, reason = T.ABORTED, "activity disabled"
+        elif activity.execution == "suspended":
+            state, reason = T.HELD, SUSPENDED_REASON
+        else:
+            activation = kind.activate(activity, now, vars)
+            state, reason, due_at = TaskState(activation.state), activation.reason, activation.due_at
+        task_id = chained_id if (chained_id and state == T.PENDING) else new_id()
+        record_new_task(
+            s,
+            Task(
+                id=task_id,
+                workflow_id=workflow_id,
+                job_id=job_id,
+                parent_id=parent_id,
+                activity=activity_name,
+                activity_type=activity.type,
+                version=version,
+                state=state,
+                attempt=0,
+                vars=vars,
+                counts=counts,
+                reason=reason,
+                due_at=due_at,
+                created_at=now,
+                updated_at=now,
+                finished_at=now if state in (T.ABORTED, T.DONE) else None,
+            ),
+        )
+        if state == T.PENDING and not chained_id:
+            effects.publish.append((definition, activity_name, task_id))
+        return task_id, state
+
+    def _arrive(
+        self,
+        s: Session,
+        definition: Definition,
+        workflow_id: int,
+        job_id: str,
+        version: int,
+        from_task_id: str | None,
+        from_activity: str,
+        join: str,
+        vars: dict[str, Any],
+        counts: dict[str, Any],
+        chained_id: str | None,
+        effects: _Effects,
+    ) -> tuple[str, str] | None:
+        """Record a branch reaching an and-join; create the join's task when all have arrived."""
+        s.add(JoinArrival(job_id=job_id, join_activity=join, from_activity=from_activity,
+                          from_task_id=from_task_id or new_id(),
+                          vars={"vars": vars, "counts": counts}))
+        s.flush()
+        # Serialise arrivals of one workflow so two last branches cannot both miss each other.
+        self._workflow(s, workflow_id, lock=True)
+        arrivals = s.scalars(
+            select(JoinArrival)
+            .where(JoinArrival.job_id == job_id, JoinArrival.join_activity == join,
+                   JoinArrival.consumed_by.is_(None))
+            .order_by(JoinArrival.id)
+        ).all()
+        first_by_branch: dict[str, JoinArrival] = {}
+        for arrival in arrivals:
+            first_by_branch.setdefault(arrival.from_activity, arrival)
+        if len(first_by_branch) < definition.inbound_counts()[join]:
+            return None
+        merged_vars: dict[str, Any] = {}
+        merged_counts: dict[str, Any] = {}
+        for arrival in first_by_branch.values():
+            merged_vars.update(arrival.vars.get("vars", {}))
+            merged_counts.update(arrival.vars.get("counts", {}))
+        task_id, state = self._create_task(
+            s, definition, workflow_id, job_id, version, join, merged_vars, merged_counts,
+            from_task_id, chained_id, effects,
+        )
+        s.execute(
+            update(JoinArrival)
+            .where(JoinArrival.id.in_([a.id for a in first_by_branch.values()]))
+            .values(consumed_by=task_id)
+        )
+        return task_id, state
+
+    # ----------------------------------------------------------------- workflow helpers
+
+    def _workflow(self, s: Session, workflow_id: int, *, lock: bool = False) -> Workflow:
+        stmt = select(Workflow).where(Workflow.id == workflow_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        workflow = s.scalars(stmt.execution_options(populate_existing=True)).one()
+        return workflow
+
+    def _maybe_finish(self, s: Session, workflow_id: int) -> None:
+        """Finish a started workflow that has no task left running, pending or waiting."""
+        workflow = self._workflow(s, workflow_id, lock=True)
+        if workflow.state != W.STARTED:
+            return
+        active = s.execute(
+            select(Task.id)
+            .where(Task.workflow_id == workflow_id, Task.state.in_(list(ACTIVE_TASK_STATES)))
+            .limit(1)
+        ).first()
+        if active is None and set_workflow_state(
+            s, workflow, W.FINISHED, from_states=[W.STARTED], ended_at=utcnow()
+        ):
+            self._log(s, workflow_id, None, None, None, "info", "workflow finished")
+
+    def _terminate(self, s: Session, workflow_id: int, task_id: str, activity: str) -> None:
+        """An end activity that stops everything else: abort the rest, finish the workflow."""
+        now = utcnow()
+        for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED):
+            set_tasks_state(s, workflow_id, state, T.ABORTED,
+                            reason=f"terminated by end activity '{activity}'", finished_at=now)
+        workflow = self._workflow(s, workflow_id, lock=True)
+        set_workflow_state(s, workflow, W.FINISHED, from_states=[W.STARTED, W.PAUSED],
+                           ended_at=now)
+        self._log(s, workflow_id, None, task_id, activity, "info",
+                  "workflow finished by its end activity")
+
+    def _log(
+        self, s: Session, workflow_id: int, job_id: str | None, task_id: str | None,
+        activity: str | None, level: str, message: str,
+    ) -> None:
+        s.add(LogLine(workflow_id=workflow_id, job_id=job_id, task_id=task_id, activity=activity,
+                      level=level, message=message[:4000], created_at=utcnow()))
+
+    def _write_logs(
+        self, s: Session, workflow_id: int, job_id: str, task_id: str, activity: str,
+        logs: list[tuple[str, str]],
+    ) -> None:
+        if logs:
+            now = utcnow()
+            s.execute(
+                insert(LogLine),
+                [
+                    {"workflow_id": workflow_id, "job_id": job_id, "task_id": task_id,
+                     "activity": activity, "level": level, "message": message[:4000],
+                     "created_at": now}
+                    for level, message in logs
+                ],
+            )
+
+    def _after_commit(self, effects: _Effects) -> None:
+        if self.settings.failpoint == "after_commit_before_publish" and effects.publish:
+            os._exit(1)  # test-only: prove the reconciler publishes what was committed
+        by_definition: dict[int, tuple[Definition, list[tuple[str, str]]]] = {}
+        for definition, activity, task_id in effects.publish:
+            by_definition.setdefault(id(definition), (definition, []))[1].append(
+                (activity, task_id)
+            )
+        for definition, rows in by_definition.values():
+            self.dispatcher.dispatch(definition, rows)
+        for workflow_id in effects.commands:
+            self.dispatcher.apply_commands(workflow_id)
+        for request in effects.signals:
+            try:
+                self.trigger_by_name(request.workflow, request.activity, "workflow",
+                                     dict(request.parameters))
+            except Exception as exc:  # another workflow's refusal must not fail this one
+                log.warning("signal %s/%s refused: %s", request.workflow, request.activity, exc)
+
+    # ----------------------------------------------------------------- commands
+
+    def find_workflow(self, s: Session, org_id: int | None, ref: str) -> Workflow:
+        """A workflow by internal name or PKey (with or without '@'), within an organization."""
+        pkey = ref[1:] if ref.startswith("@") else ref
+        stmt = select(Workflow).where(or_(Workflow.name == ref, Workflow.pkey == pkey))
+        if org_id is not None:
+            stmt = stmt.where(Workflow.org_id == org_id)
+        found = s.scalars(stmt).first()
+        if found is None:
+            raise NotFound(f"workflow '{ref}' not found")
+        return found
+
+    @staticmethod
+    def command_target(state: str, method: str) -> str:
+        """The state `method` leads to from `state`, or CommandRefused saying why."""
+        if method not in METHODS:
+            raise CommandRefused(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+        if method == "start":
+            if state == W.STARTED:
+                raise CommandRefused("the workflow is already started")
+            return W.STARTED
+        if method == "pause":
+            if state != W.STARTED:
+                raise CommandRefused(f"only a started workflow can be paused; it is {state}")
+            return W.PAUSED
+        if method == "resume":
+            if state not in (W.PAUSED, W.ERROR):
+                raise CommandRefused(
+                    f"only a paused or failed workflow can be resumed; it is {state}"
+                )
+            return W.STARTED
+        if state not in (W.STARTED, W.PAUSED, W.ERROR):
+            raise CommandRefused(f"the workflow is not running; it is {state}")
+        return W.STOPPED
+
+    def submit_command(self, org_id: int | None, ref: str, method: str) -> int:
+        """Record a command after checking it applies to the state it will find; returns its id."""
+        with self.session() as s, s.begin():
+            workflow = self.find_workflow(s, org_id, ref)
+            workflow = self._workflow(s, workflow.id, lock=True)
+            projected = workflow.state
+            for pending in s.scalars(
+                select(Command.method)
+                .where(Command.workflow_id == workflow.id, Command.state == "pending")
+                .order_by(Command.id)
+            ):
+                projected = self.command_target(projected, pending)
+            self.command_target(projected, method)
+            command = Command(workflow_id=workflow.id, method=method, state="pending",
+                              created_at=utcnow())
+            s.add(command)
+            s.flush()
+            return command.id
+
+    def apply_commands(self, workflow_id: int) -> list[Command]:
+        """Apply the workflow's pending commands in order; each in its own transaction."""
+        applied: list[Command] = []
+        while True:
+            effects = _Effects()
+            with self.session() as s, s.begin():
+                workflow = self._workflow(s, workflow_id, lock=True)
+                command = s.scalars(
+                    select(Command)
+                    .where(Command.workflow_id == workflow_id, Command.state == "pending")
+                    .order_by(Command.id)
+                    .limit(1)
+                ).first()
+                if command is None:
+                    break
+                try:
+                    self.command_target(workflow.state, command.method)
+                    self._apply(s, workflow, command.method, effects)
+                    command.state, command.message = "applied", None
+                except CommandRefused as exc:
+                    command.state, command.message = "refused", exc.message
+                command.applied_at = utcnow()
+                applied.append(command)
+            self._after_commit(effects)
+        return applied
+
+    def command(self, org_id: int | None, ref: str, method: str) -> Command:
+        """Submit and apply at once (the CLI's way); raises CommandRefused when refused."""
+        command_id = self.submit_command(org_id, ref, method)
+        with self.session() as s:
+            workflow_id = s.execute(
+                select(Command.workflow_id).where(Command.id == command_id)
+            ).scalar_one()
+        for command in self.apply_commands(workflow_id):
+            if command.id == command_id:
+                if command.state == "refused":
+                    raise CommandRefused(command.message or "refused")
+                return command
+        raise CommandRefused("the command was applied by another process")
+
+    def _apply(self, s: Session, workflow: Workflow, method: str, effects: _Effects) -> None:
+        if method == "start" and workflow.state == W.PAUSED:
+            method = "resume"
+        if method == "start":
+            self._start(s, workflow, effects)
+        elif method == "pause":
+            self._pause(s, workflow)
+        elif method == "resume":
+            self._resume(s, workflow, effects)
+        else:
+            self._stop(s, workflow)
+
+    def _start(self, s: Session, workflow: Workflow, effects: _Effects) -> None:
+        now = utcnow()
+        for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED):
+            set_tasks_state(s, workflow.id, state, T.ABORTED, reason="workflow restarted",
+                            finished_at=now)
+        version = workflow.latest_version
+        definition = self.definition(workflow.id, version, s)
+        set_workflow_state(s, workflow, W.STARTED, running_version=version, started_at=now,
+                           ended_at=None, error_message=None)
+        job = Job(id=new_id(), workflow_id=workflow.id, version=version, origin="start", vars={},
+                  created_at=now)
+        s.add(job)
+        s.flush()
+        self._log(s, workflow.id, job.id, None, None, "info", f"workflow started (version {version})")
+        states = [
+            self._create_task(s, definition, workflow.id, job.id, version, entry.name, {}, {}, None,
+                              None, effects)[1]
+            for entry in definition.entries()
+        ]
+        if not any(state in ACTIVE_TASK_STATES for state in states):
+            self._maybe_finish(s, workflow.id)
+
+    def _pause(self, s: Session, workflow: Workflow) -> None:
+        if set_workflow_state(s, workflow, W.PAUSED, from_states=[W.STARTED]):
+            set_tasks_state(s, workflow.id, T.PENDING, T.HELD, reason=PAUSED_REASON)
+            self._log(s, workflow.id, None, None, None, "info", "workflow paused")
+
+    def _resume(self, s: Session, workflow: Workflow, effects: _Effects) -> None:
+        set_workflow_state(s, workflow, W.STARTED, from_states=[W.PAUSED, W.ERROR],
+                           error_message=None)
+        version = workflow.running_version or workflow.latest_version
+        definition = self.definition(workflow.id, version, s)
+        held = s.execute(
+            select(Task.id, Task.activity, Task.version)
+            .where(Task.workflow_id == workflow.id,
+                   or_(and_(Task.state == T.HELD,
+                            or_(Task.reason.is_(None), Task.reason != SUSPENDED_REASON)),
+                       Task.state == T.FAILED))
+            .order_by(Task.created_at)
+        ).all()
+        for row in held:
+            from_state = T.FAILED if self._state(s, row.id) == T.FAILED else T.HELD
+            if set_task_state(s, row.id, workflow.id, from_state, T.PENDING, reason=None):
+                effects.publish.append((self.definition(workflow.id, row.version, s), row.activity,
+                                        row.id))
+        self._log(s, workflow.id, None, None, None, "info",
+                  f"workflow resumed ({len(held)} task(s) released)")
+        for trigger in s.scalars(
+            select(Trigger)
+            .where(Trigger.workflow_id == workflow.id, Trigger.state == "queued")
+            .order_by(Trigger.created_at)
+        ).all():
+            try:
+                trigger.job_id = self._fire_signal(s, workflow, definition, trigger.activity,
+                                                   trigger.source, trigger.parameters, effects)
+                trigger.state = "accepted"
+            except TriggerRefused as exc:
+                trigger.state = "dropped"
+                self._log(s, workflow.id, None, None, trigger.activity, "warning",
+                          f"queued trigger dropped: {exc.message}")
+        self._maybe_finish(s, workflow.id)
+
+    def _state(self, s: Session, task_id: str) -> str:
+        return str(s.execute(select(Task.state).where(Task.id == task_id)).scalar_one())
+
+    def _stop(self, s: Session, workflow: Workflow) -> None:
+        now = utcnow()
+        set_workflow_state(s, workflow, W.STOPPED, from_states=[W.STARTED, W.PAUSED, W.ERROR],
+                           ended_at=now)
+        for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED):
+            set_tasks_state(s, workflow.id, state, T.ABORTED, reason="workflow stopped",
+                            finished_at=now)
+        s.execute(update(Trigger).where(Trigger.workflow_id == workflow.id,
+                                        Trigger.state == "queued").values(state="dropped"))
+        self._log(s, workflow.id, None, None, None, "info", "workflow stopped")
+
+    # ----------------------------------------------------------------- signals
+
+    def trigger_by_name(
+        self, workflow_name: str, activity: str, source: str, parameters: dict[str, Any]
+    ) -> Trigger:
+        return self.trigger(None, workflow_name, activity, source, parameters)
+
+    def trigger(
+        self,
+        org_id: int | None,
+        ref: str,
+        activity: str,
+        source: Any,
+        parameters: Any,
+    ) -> Trigger:
+        """Accept (or queue, while paused) a trigger of an external signal; returns the row."""
+        if not isinstance(source, str) or not source.strip():
+            raise TriggerRefused("'source' is mandatory and must be a non-empty string")
+        if len(source) > MAX_SOURCE:
+            raise TriggerRefused(f"'source' is longer than {MAX_SOURCE} characters")
+        effects = _Effects()
+        with self.session() as s, s.begin():
+            workflow = self.find_workflow(s, org_id, ref)
+            workflow = self._workflow(s, workflow.id, lock=True)
+            if workflow.state not in (W.STARTED, W.PAUSED):
+                raise TriggerRefused(
+                    f"the workflow is not started (it is {workflow.state})", status=409
+                )
+            definition = self.definition(workflow.id, workflow.running_version or 1, s)
+            name = self._signal_name(definition, activity)
+            declared = definition.activity(name).options.get("parameters", {})
+            values = coerce(declared, parameters)
+            now = utcnow()
+            interval = self.settings.signal_min_interval
+            if interval:
+                last = s.execute(
+                    select(func.max(Trigger.created_at)).where(
+                        Trigger.workflow_id == workflow.id, Trigger.activity == name,
+                        Trigger.state != "dropped",
+                    )
+                ).scalar()
+                if last is not None and (elapsed := (now - last).total_seconds()) < interval:
+                    raise TooManyTriggers(
+                        f"signal '{name}' was triggered {int(elapsed)} s ago; at most one "
+                        f"trigger every {interval} s",
+                        retry_after=max(1, math.ceil(interval - elapsed)),
+                    )
+            trigger = Trigger(id=new_id(), workflow_id=workflow.id, activity=name, source=source,
+                              parameters=values, created_at=now,
+                              state="queued" if workflow.state == W.PAUSED else "accepted")
+            s.add(trigger)
+            if trigger.state == "accepted":
+                trigger.job_id = self._fire_signal(s, workflow, definition, name, source, values,
+                                                   effects)
+            else:
+                self._log(s, workflow.id, None, None, name, "info",
+                          f"trigger from '{source}' queued until the workflow is resumed")
+        self._after_commit(effects)
+        return trigger
+
+    @staticmethod
+    def _signal_name(definition: Definition, ref: str) -> str:
+        for name, activity in definition.activities.items():
+            if ref in (name, f"@{name}") and activity.type == "externalSignal":
+                return name
+        if ref in definition.activities:
+            raise TriggerRefused(f"activity '{ref}' is not an external signal")
+        raise NotFound(f"signal activity '{ref}' not found")
+
+    def _fire_signal(
+        self, s: Session, workflow: Workflow, definition: Definition, name: str, source: str,
+        values: dict[str, Any], effects: _Effects,
+    ) -> str:
+        """Start a job at an entry signal, or wake a signal waiting mid-graph; returns the job id."""
+        version = workflow.running_version or workflow.latest_version
+        now = utcnow()
+        activity = definition.activity(name)
+        if definition.inbound_counts()[name] == 0:
+            job = Job(id=new_id(), workflow_id=workflow.id, version=version, origin="signal",
+                      origin_activity=name, source=source, vars=dict(values), created_at=now)
+            s.add(job)
+            s.flush()
+            task = Task(id=new_id(), workflow_id=workflow.id, job_id=job.id, activity=name,
+                        activity_type=activity.type, version=version, state=T.DONE, attempt=1,
+                        vars=dict(values), counts={}, outlets=["done"], created_at=now,
+                        updated_at=now, started_at=now, finished_at=now,
+                        reason=f"triggered by '{source}'")
+            record_new_task(s, task)
+            job_id, task_id, vars = job.id, task.id, dict(values)
+        else:
+            waiting = s.execute(
+                select(Task.id, Task.job_id, Task.vars)
+                .where(Task.workflow_id == workflow.id, Task.activity == name,
+                       Task.state == T.WAITING)
+                .order_by(Task.created_at)
+                .limit(1)
+            ).first()
+            if waiting is None:
+                raise TriggerRefused(f"signal '{name}' is not waiting for a trigger", status=409)
+            vars = {**(waiting.vars or {}), **values}
+            set_task_state(s, waiting.id, workflow.id, T.WAITING, T.DONE, vars=vars,
+                           outlets=["done"], finished_at=now, reason=f"triggered by '{source}'")
+            job_id, task_id = waiting.job_id, waiting.id
+        self._log(s, workflow.id, job_id, task_id, name, "info", f"signal triggered by '{source}'")
+        self._activate(s, definition, workflow.id, job_id, version, task_id, name,
+                       list(activity.transitions.get("done", ())), vars, {}, {}, effects)
+        return job_id
+
+    # ----------------------------------------------------------------- the tick
+
+    def tick(self) -> dict[str, int]:
+        """Apply lost commands, fire due timers, reap dead runs, republish lost messages."""
+        report = {"commands": 0, "timers": 0, "reaped": 0, "republished": 0}
+        now = utcnow()
+        with self.session() as s:
+            pending_commands = s.scalars(
+                select(Command.workflow_id).where(Command.state == "pending").distinct()
+            ).all()
+            due = s.execute(
+                select(Task.id, Task.workflow_id, Task.version)
+                .join(Workflow, Workflow.id == Task.workflow_id)
+                .where(Task.state == T.WAITING, Task.due_at <= now, Workflow.state == W.STARTED)
+                .order_by(Task.due_at)
+                .limit(500)
+            ).all()
+            stale = s.execute(
+                select(Task.id)
+                .where(Task.state == T.RUNNING,
+                       Task.heartbeat_at < now - dt.timedelta(seconds=self.settings.lease_seconds))
+                .limit(500)
+            ).scalars().all()
+            lost = s.execute(
+                select(Task.id, Task.workflow_id, Task.version, Task.activity)
+                .join(Workflow, Workflow.id == Task.workflow_id)
+                .where(Task.state == T.PENDING, Workflow.state == W.STARTED,
+                       Task.updated_at
+                       < now - dt.timedelta(seconds=self.settings.republish_seconds))
+                .limit(500)
+            ).all()
+        for workflow_id in pending_commands:
+            report["commands"] += len(self.apply_commands(workflow_id))
+        for row in due:
+            report["timers"] += self._fire_timer(row.id, row.workflow_id, row.version)
+        for task_id in stale:
+            report["reaped"] += self._reap(task_id)
+        for row in lost:
+            report["republished"] += self._republish(row.id, row.workflow_id, row.version,
+                                                     row.activity)
+        return report
+
+    def _fire_timer(self, task_id: str, workflow_id: int, version: int) -> int:
+        definition = self.definition(workflow_id, version)
+        effects = _Effects()
+        with self.session() as s, s.begin():
+            row = s.execute(
+                select(Task.activity, Task.due_at, Task.fired, Task.job_id, Task.vars)
+                .where(Task.id == task_id, Task.state == T.WAITING)
+            ).first()
+            if row is None or row.due_at is None:
+                return 0
+            activity = definition.activity(row.activity)
+            kind = definition.type_of(row.activity)
+            if not kind.listener:  # a wait: its time has come
+                if set_task_state(s, task_id, workflow_id, T.WAITING, T.PENDING, reason=None):
+                    effects.publish.append((definition, row.activity, task_id))
+            else:
+                fired = self._fire_schedule(s, definition, workflow_id, version, task_id, activity,
+                                            row.due_at, row.fired, effects)
+                if not fired:
+                    return 0
+        self._after_commit(effects)
+        return 1
+
+    def _fire_schedule(
+        self, s: Session, definition: Definition, workflow_id: int, version: int, task_id: str,
+        activity: Activity, due_at: dt.datetime, fired: int, effects: _Effects,
+    ) -> bool:
+        """One scheduler fire: move the timer forward by CAS (never twice per slot), start a job."""
+        kind = definition.type_of(activity.name)
+        now = utcnow()
+        next_due = kind.next_listener_fire(activity, max(now, due_at), fired + 1)
+        moved = s.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.state == T.WAITING, Task.due_at == due_at)
+            .values(due_at=next_due, fired=fired + 1, updated_at=now,
+                    reason=f"next fire at {next_due.isoformat()}" if next_due else None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if moved != 1:
+            return False
+        job = Job(id=new_id(), workflow_id=workflow_id, version=version, origin="scheduler",
+                  origin_activity=activity.name, vars={}, created_at=now)
+        s.add(job)
+        s.flush()
+        fire = Task(id=new_id(), workflow_id=workflow_id, job_id=job.id, activity=activity.name,
+                    activity_type=activity.type, version=version, state=T.DONE, attempt=1,
+                    vars={}, counts={}, outlets=["done"], created_at=now, updated_at=now,
+                    started_at=now, finished_at=now, reason=f"fire due at {due_at.isoformat()}")
+        record_new_task(s, fire)
+        self._log(s, workflow_id, job.id, fire.id, activity.name, "info",
+                  f"scheduler fired (slot {due_at.isoformat()})")
+        self._activate(s, definition, workflow_id, job.id, version, fire.id, activity.name,
+                       list(activity.transitions.get("done", ())), {}, {}, {}, effects)
+        if next_due is None:
+            set_task_state(s, task_id, workflow_id, T.WAITING, T.DONE, finished_at=now,
+                           reason="schedule expired")
+            self._maybe_finish(s, workflow_id)
+        return True
+
+    def _reap(self, task_id: str) -> int:
+        """A running task whose worker stopped beating: run it again, or fail it for good."""
+        effects = _Effects()
+        with self.session() as s, s.begin():
+            now = utcnow()
+            row = s.execute(
+                select(Task.workflow_id, Task.version, Task.activity, Task.attempt, Task.job_id)
+                .where(Task.id == task_id, Task.state == T.RUNNING,
+                       Task.heartbeat_at < now - dt.timedelta(seconds=self.settings.lease_seconds))
+            ).first()
+            if row is None:
+                return 0
+            definition = self.definition(row.workflow_id, row.version, s)
+            if row.attempt >= self.settings.max_attempts:
+                message = f"worker lost {row.attempt} times; giving up"
+                if set_task_state(s, task_id, row.workflow_id, T.RUNNING, T.FAILED,
+                                  attempt=row.attempt, error=message, finished_at=now):
+                    self._log(s, row.workflow_id, row.job_id, task_id, row.activity, "error",
+                              message)
+                    self._apply_error_policy(s, definition, row.workflow_id, row.job_id, task_id,
+                                             row.activity, message)
+            elif set_task_state(s, task_id, row.workflow_id, T.RUNNING, T.PENDING,
+                                attempt=row.attempt, reason="re-enqueued: its worker was lost"):
+                self._log(s, row.workflow_id, row.job_id, task_id, row.activity, "warning",
+                          f"attempt {row.attempt} lost its worker; running it again")
+                effects.publish.append((definition, row.activity, task_id))
+        self._after_commit(effects)
+        return 1
+
+    def _republish(self, task_id: str, workflow_id: int, version: int, activity: str) -> int:
+        """Publish a pending task again: its message may be lost (duplicates are harmless)."""
+        with self.session() as s, s.begin():
+            touched = s.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.state == T.PENDING)
+                .values(updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        if touched:
+            self.dispatcher.dispatch(self.definition(workflow_id, version), [(activity, task_id)])
+        return touched
+
+    # ----------------------------------------------------------------- beyond the platform
+
+    def retry(self, task_id: str) -> None:
+        """Run a failed task again (the workflow leaves `error` if it was there)."""
+        effects = _Effects()
+        with self.session() as s, s.begin():
+            task = self._task(s, task_id)
+            workflow = self._workflow(s, task.workflow_id, lock=True)
+            if task.state != T.FAILED:
+                raise CommandRefused(f"only a failed task can be retried; it is {task.state}")
+            if workflow.state == W.ERROR:
+                set_workflow_state(s, workflow, W.STARTED, from_states=[W.ERROR],
+                                   error_message=None)
+            if workflow.state != W.STARTED:
+                raise CommandRefused(f"the workflow is {workflow.state}; resume it first")
+            set_task_state(s, task_id, task.workflow_id, T.FAILED, T.PENDING, reason=None)
+            self._log(s, task.workflow_id, task.job_id, task_id, task.activity, "info",
+                      "retried by an operator")
+            effects.publish.append((self.definition(task.workflow_id, task.version, s),
+                                    task.activity, task_id))
+        self._after_commit(effects)
+
+    def skip(self, task_id: str) -> None:
+        """Mark a failed, held, waiting or pending task done without running it; go on."""
+        effects = _Effects()
+        with self.session() as s, s.begin():
+            task = self._task(s, task_id)
+            workflow = self._workflow(s, task.workflow_id, lock=True)
+            if task.state not in (T.FAILED, T.HELD, T.WAITING, T.PENDING):
+                raise CommandRefused(f"a {task.state} task cannot be skipped")
+            if workflow.state == W.ERROR:
+                set_workflow_state(s, workflow, W.STARTED, from_states=[W.ERROR],
+                                   error_message=None)
+            definition = self.definition(task.workflow_id, task.version, s)
+            activity = definition.activity(task.activity)
+            set_task_state(s, task_id, task.workflow_id, TaskState(task.state), T.DONE,
+                           outlets=["done"], finished_at=utcnow(), reason="skipped by an operator")
+            targets = self._targets(definition, activity, ["done"]) or []
+            self._log(s, task.workflow_id, task.job_id, task_id, task.activity, "info",
+                      "skipped by an operator")
+            self._activate(s, definition, task.workflow_id, task.job_id, task.version, task_id,
+                           task.activity, targets, task.vars, task.counts, {}, effects)
+            self._maybe_finish(s, task.workflow_id)
+        self._after_commit(effects)
+
+    def rerun_from(self, org_id: int | None, ref: str, activity: str) -> str:
+        """Run `activity` again in its latest job, with the vars it last ran with."""
+        effects = _Effects()
+        with self.session() as s, s.begin():
+            workflow = self._workflow(s, self.find_workflow(s, org_id, ref).id, lock=True)
+            if workflow.state not in (W.STARTED, W.ERROR):
+                raise CommandRefused(f"the workflow is {workflow.state}; start it first")
+            version = workflow.running_version or workflow.latest_version
+            definition = self.definition(workflow.id, version, s)
+            if activity not in definition.activities:
+                raise NotFound(f"activity '{activity}' not found")
+            last = s.scalars(
+                select(Task).where(Task.workflow_id == workflow.id, Task.activity == activity)
+                .order_by(Task.created_at.desc()).limit(1)
+            ).first()
+            if last is None:
+                raise CommandRefused(f"activity '{activity}' has never run in this workflow")
+            if workflow.state == W.ERROR:
+                set_workflow_state(s, workflow, W.STARTED, from_states=[W.ERROR],
+                                   error_message=None)
+            task_id, _state = self._create_task(
+                s, definition, workflow.id, last.job_id, version, activity, last.vars, last.counts,
+                last.parent_id, None, effects,
+            )
+            self._log(s, workflow.id, last.job_id, task_id, activity, "info",
+                      "rerun from this activity by an operator")
+        self._after_commit(effects)
+        return task_id
+
+    def release(self, task_id: str) -> None:
+        """Let a task of a suspended activity run."""
+        effects = _Effects()
+        with self.session() as s, s.begin():
+            task = self._task(s, task_id)
+            if task.state != T.HELD or task.reason != SUSPENDED_REASON:
+                raise CommandRefused("only a task of a suspended activity can be released")
+            set_task_state(s, task_id, task.workflow_id, T.HELD, T.PENDING, reason=None)
+            effects.publish.append((self.definition(task.workflow_id, task.version, s),
+                                    task.activity, task_id))
+        self._after_commit(effects)
+
+    def explain(self, task_id: str, queue_depth: Callable[[str], int | None] | None = None) -> str:
+        """Why a task is where it is, in one sentence for an operator."""
+        with self.session() as s:
+            task = self._task(s, task_id)
+            workflow = self._workflow(s, task.workflow_id)
+        if task.state == T.WAITING:
+            if task.due_at is not None:
+                return f"{task.reason or 'waiting'}; the timer is due at {task.due_at.isoformat()}"
+            return (f"waiting for signal '{task.activity}': POST a trigger to "
+                    f"{self.trigger_href(workflow, task.activity)}")
+        if task.state == T.HELD:
+            if task.reason == SUSPENDED_REASON:
+                return f"activity '{task.activity}' is suspended; release the task to run it"
+            return f"held because the workflow is {workflow.state}; resume it to continue"
+        if task.state == T.PENDING:
+            if workflow.state != W.STARTED:
+                return f"pending, but the workflow is {workflow.state}"
+            definition = self.definition(task.workflow_id, task.version)
+            from worker.canvas import queue_for  # the canvas module imports celery
+
+            queue = queue_for(definition, task.activity)
+            depth = queue_depth(queue) if queue_depth else None
+            backlog = f"queue {queue} holds {depth} message(s)" if depth is not None else (
+                f"queued on {queue}")
+            return f"pending since {task.updated_at.isoformat()}: {backlog}; a worker must consume it"
+        if task.state == T.RUNNING:
+            return f"running on {task.worker} (attempt {task.attempt}), heartbeat {task.heartbeat_at}"
+        if task.state == T.FAILED:
+            return f"failed: {task.error}; resume or retry to run it again"
+        return f"{task.state}{': ' + task.reason if task.reason else ''}"
+
+    def trigger_href(self, workflow: Workflow, activity: str) -> str:
+        org = workflow.org_id
+        return (f"{self.settings.public_url}/{org}/campaign/workflow/execution/@{workflow.pkey}"
+                f"/activities/activity/@{activity}/trigger")
+
+    def _task(self, s: Session, task_id: str) -> Task:
+        task = s.get(Task, task_id)
+        if task is None:
+            raise NotFound(f"task '{task_id}' not found")
+        return task

@@ -1,0 +1,61 @@
+"""One thread per worker process refreshing `heartbeat_at` of the tasks it is running."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.db import utcnow
+from worker.models import Task
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Keeps the lease of running tasks fresh, fenced by their attempt number."""
+
+    def __init__(self, session_factory: sessionmaker[Session], interval: float) -> None:
+        self._session_factory = session_factory
+        self._interval = interval
+        self._running: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def add(self, task_id: str, attempt: int) -> None:
+        with self._lock:
+            self._running[task_id] = attempt
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="carillon-heartbeat")
+                self._thread.daemon = True
+                self._thread.start()
+
+    def discard(self, task_id: str) -> None:
+        with self._lock:
+            self._running.pop(task_id, None)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                beats = list(self._running.items())
+            if not beats:
+                continue
+            try:
+                with self._session_factory() as session, session.begin():
+                    now = utcnow()
+                    for task_id, attempt in beats:
+                        session.execute(
+                            update(Task)
+                            .where(
+                                Task.id == task_id, Task.attempt == attempt, Task.state == "running"
+                            )
+                            .values(heartbeat_at=now)
+                        )
+            except Exception:  # the database may be restarting; the next beat tries again
+                log.warning("heartbeat failed", exc_info=True)

@@ -1,0 +1,22 @@
+"""Alembic environment: runs migrations on the connection handed over by worker.schema."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from worker.db import Base
+from worker import models  # noqa: F401  (registers the tables on Base.metadata)
+
+config = context.config
+connection = config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations through worker.schema.upgrade(), not the alembic CLI")
+
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,63 @@
+"""Workflow and task states, their named sets and the allowed transitions."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class WorkflowState(StrEnum):
+    EDITION = "edition"
+    STARTED = "started"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    HELD = "held"
+    DONE = "done"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+W, T = WorkflowState, TaskState
+
+#: Workflows that may run tasks, or hold them for later.
+OPEN_WORKFLOW_STATES = frozenset({W.STARTED, W.PAUSED, W.ERROR})
+#: Tasks that keep a workflow started.
+ACTIVE_TASK_STATES = frozenset({T.PENDING, T.RUNNING, T.WAITING, T.HELD})
+#: Tasks that will not change again.
+READY_TASK_STATES = frozenset({T.DONE, T.ABORTED})
+
+WORKFLOW_TRANSITIONS: dict[WorkflowState, frozenset[WorkflowState]] = {
+    W.EDITION: frozenset({W.STARTED}),
+    W.STARTED: frozenset({W.PAUSED, W.FINISHED, W.STOPPED, W.ERROR}),
+    W.PAUSED: frozenset({W.STARTED, W.STOPPED}),
+    W.ERROR: frozenset({W.STARTED, W.STOPPED}),
+    W.FINISHED: frozenset({W.STARTED}),
+    W.STOPPED: frozenset({W.STARTED}),
+}
+
+TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    T.PENDING: frozenset({T.RUNNING, T.HELD, T.ABORTED, T.DONE}),
+    # running -> pending is the reaper re-enqueuing a task whose worker died.
+    T.RUNNING: frozenset({T.DONE, T.FAILED, T.ABORTED, T.PENDING}),
+    T.WAITING: frozenset({T.PENDING, T.HELD, T.DONE, T.ABORTED}),
+    T.HELD: frozenset({T.PENDING, T.ABORTED, T.DONE}),
+    # failed -> pending: resume/retry re-executes; failed -> done: skip.
+    T.FAILED: frozenset({T.PENDING, T.ABORTED, T.DONE}),
+    T.DONE: frozenset(),
+    T.ABORTED: frozenset(),
+}
+
+
+def workflow_can(from_state: str, to_state: str) -> bool:
+    return WorkflowState(to_state) in WORKFLOW_TRANSITIONS[WorkflowState(from_state)]
+
+
+def task_can(from_state: str, to_state: str) -> bool:
+    return TaskState(to_state) in TASK_TRANSITIONS[TaskState(from_state)]

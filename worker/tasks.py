@@ -1,0 +1,60 @@
+"""Thin Celery tasks (run an activity, apply commands, tick) and the Celery dispatcher."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, Task
+
+from worker import canvas
+from worker.definitions import Definition
+from worker.models import new_id
+
+log = logging.getLogger(__name__)
+
+
+class CeleryDispatcher:
+    """Publishes canvas segments compiled from the graph; called after commit."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def dispatch(self, definition: Definition, rows: list[tuple[str, str]]) -> None:
+        for activity, task_id in rows:
+            segment = canvas.compile_segment(definition, activity, task_id, new_id)
+            segment.apply_async()
+
+    def apply_commands(self, workflow_id: int) -> None:
+        self.app.send_task("carillon.apply_commands", args=(workflow_id,),
+                           queue="carillon.control")
+
+
+def register_tasks(app: Celery) -> None:
+    """Bind the three tasks to `app` (called by create_celery)."""
+
+    @app.task(name="carillon.run_activity", bind=True, acks_late=True,
+              reject_on_worker_lost=True, ignore_result=True)
+    def run_activity(self: Task, task_id: str, chained: dict[str, str] | None = None) -> str:
+        from worker import runtime
+
+        result = runtime.engine().run(task_id, chained or {})
+        if not result.continue_chain:
+            # The database decided otherwise (held, failed, another outlet): stop the chain.
+            self.request.chain = None
+        return result.status
+
+    @app.task(name="carillon.apply_commands", ignore_result=True)
+    def apply_commands(workflow_id: int) -> int:
+        from worker import runtime
+
+        return len(runtime.engine().apply_commands(workflow_id))
+
+    @app.task(name="carillon.tick", ignore_result=True)
+    def tick() -> dict[str, Any]:
+        from worker import runtime
+
+        report = runtime.engine().tick()
+        if any(report.values()):
+            log.info("tick: %s", report)
+        return report

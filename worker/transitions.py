@@ -1,0 +1,147 @@
+"""The one place that changes states: compare-and-set updates plus their event rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.orm import Session
+
+from worker.db import utcnow
+from worker.models import StateEvent, Task, Workflow
+from worker.states import TaskState, WorkflowState, task_can, workflow_can
+
+
+def set_workflow_state(
+    session: Session,
+    workflow: Workflow,
+    to_state: WorkflowState,
+    *,
+    from_states: Iterable[str] | None = None,
+    **values: Any,
+) -> bool:
+    """Move `workflow` to `to_state` if it is still in one of `from_states`; False otherwise."""
+    allowed = [s for s in (from_states or [workflow.state]) if workflow_can(s, to_state)]
+    if not allowed:
+        return False
+    now = utcnow()
+    result = session.execute(
+        update(Workflow)
+        .where(Workflow.id == workflow.id, Workflow.state.in_(allowed))
+        .values(state=to_state, updated_at=now, **values)
+        .returning(Workflow.id)
+        .execution_options(synchronize_session=False)
+    )
+    if result.first() is None:
+        return False
+    session.add(
+        StateEvent(
+            workflow_id=workflow.id,
+            entity="workflow",
+            entity_id=str(workflow.id),
+            from_state=workflow.state if workflow.state in allowed else "|".join(allowed),
+            to_state=to_state,
+            at=now,
+        )
+    )
+    workflow.state = to_state
+    for key, value in values.items():
+        setattr(workflow, key, value)
+    return True
+
+
+def set_task_state(
+    session: Session,
+    task_id: str,
+    workflow_id: int,
+    from_state: TaskState,
+    to_state: TaskState,
+    *,
+    attempt: int | None = None,
+    **values: Any,
+) -> bool:
+    """Move one task from `from_state` to `to_state` (fenced by `attempt` when given)."""
+    if not task_can(from_state, to_state):
+        raise ValueError(f"task transition {from_state} -> {to_state} is not allowed")
+    now = utcnow()
+    stmt = update(Task).where(Task.id == task_id, Task.state == from_state)
+    if attempt is not None:
+        stmt = stmt.where(Task.attempt == attempt)
+    result = session.execute(
+        stmt.values(state=to_state, updated_at=now, **values)
+        .returning(Task.attempt)
+        .execution_options(synchronize_session=False)
+    )
+    row = result.first()
+    if row is None:
+        return False
+    session.execute(
+        insert(StateEvent).values(
+            workflow_id=workflow_id,
+            entity="task",
+            entity_id=task_id,
+            from_state=from_state,
+            to_state=to_state,
+            attempt=row[0],
+            at=now,
+        )
+    )
+    return True
+
+
+def set_tasks_state(
+    session: Session,
+    workflow_id: int,
+    from_state: TaskState,
+    to_state: TaskState,
+    *,
+    task_ids: Iterable[str] | None = None,
+    **values: Any,
+) -> list[str]:
+    """Move every task of a workflow in `from_state` (or just `task_ids`); returns their ids."""
+    if not task_can(from_state, to_state):
+        raise ValueError(f"task transition {from_state} -> {to_state} is not allowed")
+    now = utcnow()
+    stmt = update(Task).where(Task.workflow_id == workflow_id, Task.state == from_state)
+    if task_ids is not None:
+        stmt = stmt.where(Task.id.in_(list(task_ids)))
+    ids = [
+        row[0]
+        for row in session.execute(
+            stmt.values(state=to_state, updated_at=now, **values)
+            .returning(Task.id)
+            .execution_options(synchronize_session=False)
+        )
+    ]
+    if ids:
+        session.execute(
+            insert(StateEvent),
+            [
+                {
+                    "workflow_id": workflow_id,
+                    "entity": "task",
+                    "entity_id": task_id,
+                    "from_state": from_state,
+                    "to_state": to_state,
+                    "at": now,
+                }
+                for task_id in ids
+            ],
+        )
+    return ids
+
+
+def record_new_task(session: Session, task: Task) -> None:
+    """Insert a new task row with its creation event."""
+    session.add(task)
+    session.add(
+        StateEvent(
+            workflow_id=task.workflow_id,
+            entity="task",
+            entity_id=task.id,
+            from_state=None,
+            to_state=task.state,
+            at=task.created_at,
+        )
+    )
