@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from celery import chain, chord, group
+from celery import group
+from celery.canvas import _chain as chain
+from celery.canvas import _chord as chord
 from celery.canvas import Signature
 
 from worker import canvas

@@ -1070,8 +1070,8 @@ class Engine:
         effects = _Effects()
         with self.session() as s, s.begin():
             workflow = self._workflow(s, self.find_workflow(s, org_id, ref).id, lock=True)
-            if workflow.state not in (W.STARTED, W.ERROR):
-                raise CommandRefused(f"the workflow is {workflow.state}; start it first")
+            if workflow.state in (W.EDITION, W.PAUSED):
+                raise CommandRefused(f"the workflow is {workflow.state}; it cannot rerun now")
             version = workflow.running_version or workflow.latest_version
             definition = self.definition(workflow.id, version, s)
             if activity not in definition.activities:
@@ -1082,9 +1082,8 @@ class Engine:
             ).first()
             if last is None:
                 raise CommandRefused(f"activity '{activity}' has never run in this workflow")
-            if workflow.state == W.ERROR:
-                set_workflow_state(s, workflow, W.STARTED, from_states=[W.ERROR],
-                                   error_message=None)
+            if workflow.state != W.STARTED:  # reopen a finished, stopped or failed workflow
+                set_workflow_state(s, workflow, W.STARTED, error_message=None, ended_at=None)
             task_id, _state = self._create_task(
                 s, definition, workflow.id, last.job_id, version, activity, last.vars, last.counts,
                 last.parent_id, None, effects,

@@ -1,0 +1,164 @@
+"""Canvas shapes compiled from graphs: chain for sequences, group for forks, chord for joins."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from celery import group
+from celery.canvas import _chain as chain
+from celery.canvas import _chord as chord
+
+import tests.plugins  # noqa: F401
+from worker import canvas, definitions
+
+
+def _ids() -> Any:
+    counter = itertools.count(1)
+    return lambda: f"id{next(counter)}"
+
+
+def _names(sig: Any, definition: definitions.Definition, ids: dict[str, str]) -> Any:
+    """The canvas as nested tuples of activity names, to compare shapes at a glance."""
+    if isinstance(sig, chord):
+        return ("chord", [_names(t, definition, ids) for t in sig.tasks],
+                _names(sig.body, definition, ids))
+    if isinstance(sig, group):
+        return ("group", [_names(t, definition, ids) for t in sig.tasks])
+    if isinstance(sig, chain):
+        return ("chain", [_names(t, definition, ids) for t in sig.tasks])
+    return ids[sig.args[0]]
+
+
+def _compile(body: dict[str, Any], first: str) -> tuple[Any, dict[str, str], Any]:
+    definition = definitions.parse(body)
+    new_id = _ids()
+    sig = canvas.compile_segment(definition, first, "head", new_id)
+    ids: dict[str, str] = {"head": first}
+    # Recover which id belongs to which activity from the `chained` maps.
+    stack = [sig]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, chord):
+            stack.extend(current.tasks)
+            stack.append(current.body)
+        elif isinstance(current, group | chain):
+            stack.extend(current.tasks)
+        else:
+            for activity, task_id in current.args[1].items():
+                ids[task_id] = activity
+    return sig, ids, definition
+
+
+FORK_JOIN = {
+    "id": "forkJoin",
+    "activities": [
+        {"name": "start1", "type": "start", "transitions": {"done": "fork1"}},
+        {"name": "fork1", "type": "fork", "transitions": {"done": ["a1", "b1"]}},
+        {"name": "a1", "type": "noop", "transitions": {"done": "a2"}},
+        {"name": "a2", "type": "noop", "transitions": {"done": "join1"}},
+        {"name": "b1", "type": "noop", "transitions": {"done": "join1"}},
+        {"name": "join1", "type": "andJoin", "transitions": {"done": "after1"}},
+        {"name": "after1", "type": "noop", "transitions": {"done": "end1"}},
+        {"name": "end1", "type": "end"},
+    ],
+}
+
+
+def test_a_fork_whose_branches_meet_at_an_and_join_compiles_to_a_chord() -> None:
+    sig, ids, definition = _compile(FORK_JOIN, "start1")
+
+    assert _names(sig, definition, ids) == (
+        "chain",
+        [
+            "start1",
+            "fork1",
+            (
+                "chord",
+                [("chain", ["a1", "a2"]), "b1"],
+                ("chain", ["join1", "after1", "end1"]),
+            ),
+        ],
+    )
+
+
+def test_only_chord_header_ends_report_results_and_they_announce_the_join_id() -> None:
+    sig, _ids_map, _definition = _compile(FORK_JOIN, "start1")
+    the_chord = sig.tasks[2]
+    join_id = the_chord.body.tasks[0].args[0]
+    a_chain, b1 = the_chord.tasks
+    for last in (a_chain.tasks[-1], b1):
+        assert last.options["ignore_result"] is False
+        assert last.args[1] == {"join1": join_id}
+    assert "ignore_result" not in a_chain.tasks[0].options
+
+
+def test_every_link_is_immutable_and_routed_to_its_family_queue() -> None:
+    sig, _ids_map, _definition = _compile(FORK_JOIN, "start1")
+    assert sig.tasks[0].immutable
+    assert sig.tasks[0].options["queue"] == "carillon.flow"
+    assert sig.tasks[0].options["task_id"] == "head"
+
+
+def test_a_fork_whose_branches_do_not_meet_compiles_to_a_group() -> None:
+    body = {
+        "id": "fan",
+        "activities": [
+            {"name": "start1", "type": "start", "transitions": {"done": "fork1"}},
+            {"name": "fork1", "type": "fork", "transitions": {"done": ["a1", "b1"]}},
+            {"name": "a1", "type": "noop", "transitions": {"done": "end1"}},
+            {"name": "b1", "type": "noop", "transitions": {"done": "end2"}},
+            {"name": "end1", "type": "end"},
+            {"name": "end2", "type": "end"},
+        ],
+    }
+    sig, ids, definition = _compile(body, "start1")
+    assert _names(sig, definition, ids) == (
+        "chain",
+        ["start1", "fork1", ("group", [("chain", ["a1", "end1"]), ("chain", ["b1", "end2"])])],
+    )
+
+
+def test_a_segment_stops_after_a_deciding_activity_and_before_a_wait() -> None:
+    body = {
+        "id": "decide",
+        "activities": [
+            {"name": "start1", "type": "start", "transitions": {"done": "noop1"}},
+            {"name": "noop1", "type": "noop", "transitions": {"done": "test1"}},
+            {
+                "name": "test1",
+                "type": "test",
+                "conditions": [{"name": "big", "when": {"field": "n", "op": "gt", "value": 1}}],
+                "transitions": {"big": "wait1", "default": "end1"},
+            },
+            {"name": "wait1", "type": "wait", "duration": "1h", "transitions": {"done": "end1"}},
+            {"name": "end1", "type": "end"},
+        ],
+    }
+    sig, ids, definition = _compile(body, "start1")
+    assert _names(sig, definition, ids) == ("chain", ["start1", "noop1", "test1"])
+    # The wait is never a link: the engine creates it as a waiting row after the test runs.
+    assert not canvas.chainable(definition, "wait1")
+
+
+def test_a_branch_that_decides_before_the_join_falls_back_to_a_group() -> None:
+    body = {
+        "id": "mixed",
+        "activities": [
+            {"name": "start1", "type": "start", "transitions": {"done": "fork1"}},
+            {"name": "fork1", "type": "fork", "transitions": {"done": ["a1", "test1"]}},
+            {"name": "a1", "type": "noop", "transitions": {"done": "join1"}},
+            {
+                "name": "test1",
+                "type": "test",
+                "conditions": [{"name": "yes", "when": {"field": "n", "op": "eq", "value": 1}}],
+                "transitions": {"yes": "join1", "default": "join1"},
+            },
+            {"name": "join1", "type": "andJoin", "transitions": {"done": "end1"}},
+            {"name": "end1", "type": "end"},
+        ],
+    }
+    sig, ids, definition = _compile(body, "start1")
+    assert _names(sig, definition, ids) == (
+        "chain", ["start1", "fork1", ("group", ["a1", "test1"])]
+    )
