@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import tests.plugins  # noqa: F401  (registers the test activity types)
+import tests.plugins
 from tests.stub import StubDispatcher
 from worker import catalog, definitions, schema
 from worker.config import Settings

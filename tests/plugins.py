@@ -63,8 +63,12 @@ class Effect(ActivityType):
             raise ActivityError(f"flag file {flag} is missing")
         time.sleep(float(options.get("seconds", 0)))
         ctx.session.execute(
-            insert(effects).values(task_id=ctx.task_id, activity=ctx.activity.name,
-                                   attempt=ctx.attempt, pid=os.getpid())
+            insert(effects).values(
+                task_id=ctx.task_id,
+                activity=ctx.activity.name,
+                attempt=ctx.attempt,
+                pid=os.getpid(),
+            )
         )
         ctx.log(f"effect recorded by pid {os.getpid()}")
         return Outcome(vars={f"{ctx.activity.name}Done": True})

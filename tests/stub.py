@@ -6,9 +6,9 @@ from collections import deque
 from typing import Any
 
 from celery import group
+from celery.canvas import Signature
 from celery.canvas import _chain as chain
 from celery.canvas import _chord as chord
-from celery.canvas import Signature
 
 from worker import canvas
 from worker.definitions import Definition

@@ -41,9 +41,7 @@ def link(
     if keep_result:
         # Chord headers must report to the result backend; nothing else needs results.
         options["ignore_result"] = False
-    return signature(
-        RUN_ACTIVITY, args=(task_id, chained or {}), options=options, immutable=True
-    )
+    return signature(RUN_ACTIVITY, args=(task_id, chained or {}), options=options, immutable=True)
 
 
 def static_successors(definition: Definition, activity: str) -> list[str] | None:
@@ -104,7 +102,9 @@ def _fork(
             branch = []
             for index, (name, _next) in enumerate(path):
                 is_last = index == len(path) - 1
-                chained = {join: join_id} if is_last else {path[index + 1][0]: branch_ids[index + 1]}
+                chained = (
+                    {join: join_id} if is_last else {path[index + 1][0]: branch_ids[index + 1]}
+                )
                 branch.append(
                     link(definition, name, branch_ids[index], chained, keep_result=is_last)
                 )

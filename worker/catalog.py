@@ -48,8 +48,15 @@ def create_credentials(s: Session, org_name: str) -> dict[str, str]:
     prefix = secrets.token_hex(6)
     api_key = f"ck_{prefix}_{secrets.token_urlsafe(24)}"
     token = secrets.token_urlsafe(32)
-    s.add(ApiKey(org_id=org.id, key_prefix=prefix, key_hash=_digest(api_key),
-                 token_hash=_digest(token), created_at=utcnow()))
+    s.add(
+        ApiKey(
+            org_id=org.id,
+            key_prefix=prefix,
+            key_hash=_digest(api_key),
+            token_hash=_digest(token),
+            created_at=utcnow(),
+        )
+    )
     return {"org": org.name, "apiKey": api_key, "token": token}
 
 
@@ -78,16 +85,29 @@ def save_definition(s: Session, org: Organization, body: dict[str, Any]) -> Work
     ).first()
     now = utcnow()
     if workflow is None:
-        workflow = Workflow(org_id=org.id, name=definition.id, label=definition.label,
-                            state="edition", latest_version=1, created_at=now, updated_at=now)
+        workflow = Workflow(
+            org_id=org.id,
+            name=definition.id,
+            label=definition.label,
+            state="edition",
+            latest_version=1,
+            created_at=now,
+            updated_at=now,
+        )
         s.add(workflow)
         s.flush()
     else:
         workflow.latest_version += 1
         workflow.label = definition.label
         workflow.updated_at = now
-    s.add(WorkflowVersion(workflow_id=workflow.id, version=workflow.latest_version,
-                          body=dict(body), created_at=now))
+    s.add(
+        WorkflowVersion(
+            workflow_id=workflow.id,
+            version=workflow.latest_version,
+            body=dict(body),
+            created_at=now,
+        )
+    )
     s.flush()
     return workflow
 

@@ -10,10 +10,7 @@ from celery.signals import worker_process_init
 from kombu import Queue
 
 from worker.config import Settings
-
-FAMILIES = ("flow", "targeting", "data", "channel", "human")
-CONTROL_QUEUE = "carillon.control"
-QUEUES = tuple(f"carillon.{family}" for family in FAMILIES) + (CONTROL_QUEUE,)
+from worker.queues import CONTROL_QUEUE, QUEUES
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -32,6 +29,8 @@ def create_celery(settings: Settings) -> Celery:
             # Poll the folder often: the default second would dominate trigger latency.
             "polling_interval": 0.02,
         }
+    if settings.embedded_broker:
+        app.conf.broker_transport = "worker.fs_transport:Transport"
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

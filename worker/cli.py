@@ -47,10 +47,19 @@ def migrate() -> None:
 
 
 @main.command()
-@click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="API port (default CARILLON_API_PORT, 8080).")
-@click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Worker processes.")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="API port (default CARILLON_API_PORT, 8080).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Worker processes.",
+)
 def up(port: int | None, concurrency: int) -> None:
     """Run API, worker and beat as child processes until Ctrl-C."""
     from worker import stack
@@ -79,8 +88,13 @@ def up(port: int | None, concurrency: int) -> None:
 
 @main.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on.")
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="gunicorn worker processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="gunicorn worker processes.",
+)
 def api(port: int | None, workers: int) -> None:
     """Serve the REST API with gunicorn."""
     from worker import stack
@@ -91,8 +105,14 @@ def api(port: int | None, workers: int) -> None:
 
 
 @main.command()
-@click.option("--concurrency", "-c", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Worker processes.")
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Worker processes.",
+)
 @click.option("--queues", "-Q", default="", help="Comma-separated queues (default: all).")
 @click.option("--name", "-n", default="w1", show_default=True, help="Worker node name.")
 def worker(concurrency: int, queues: str, name: str) -> None:
@@ -115,8 +135,13 @@ def beat() -> None:
 
 
 @main.command()
-@click.option("--timeout", type=click.FloatRange(5, 600), default=90, show_default=True,
-              help="Seconds to wait for the sample workflows to finish.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(5, 600),
+    default=90,
+    show_default=True,
+    help="Seconds to wait for the sample workflows to finish.",
+)
 def demo(timeout: float) -> None:
     """Run the sample workflows end to end on a fresh embedded stack, then exit."""
     from worker import demo as demo_module
@@ -180,8 +205,14 @@ def workflow_list(org: str | None) -> None:
     with runtime.sessions()() as s:
         owner = catalog.org_by_name(s, org) if org else None
         for wf in catalog.list_workflows(s, owner):
-            table.add_row(str(wf.org_id), wf.name, f"@{wf.pkey}", wf.label, wf.state,
-                          str(wf.running_version or wf.latest_version))
+            table.add_row(
+                str(wf.org_id),
+                wf.name,
+                f"@{wf.pkey}",
+                wf.label,
+                wf.state,
+                str(wf.running_version or wf.latest_version),
+            )
     console.print(table)
 
 
@@ -258,13 +289,20 @@ def workflow_tasks(workflow_id: str, limit: int) -> None:
     try:
         with runtime.sessions()() as s:
             wf = engine.find_workflow(s, None, workflow_id)
-            rows = s.scalars(select(Task).where(Task.workflow_id == wf.id)
-                             .order_by(Task.created_at.desc()).limit(limit)).all()
+            rows = s.scalars(
+                select(Task)
+                .where(Task.workflow_id == wf.id)
+                .order_by(Task.created_at.desc())
+                .limit(limit)
+            ).all()
     except CarillonError as exc:
         _fail(exc)
     for task in rows:
-        why = engine.explain(task.id) if task.state in ("waiting", "held", "pending", "failed") \
+        why = (
+            engine.explain(task.id)
+            if task.state in ("waiting", "held", "pending", "failed")
             else ",".join(task.outlets or []) or (task.reason or "")
+        )
         table.add_row(task.id[:8], task.activity, task.state, str(task.attempt), why)
     console.print(table)
 

@@ -1,4 +1,4 @@
-"""Settings from CARILLON_* environment variables; every field documented, nothing read at import."""
+"""Settings from CARILLON_* environment variables, each documented; nothing read at import."""
 
 from __future__ import annotations
 

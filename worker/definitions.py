@@ -185,7 +185,9 @@ def _parse_activity(raw: Any, index: int) -> Activity:
 
 def _parse_transitions(raw: Any, name: str) -> dict[str, tuple[str, ...]]:
     if not isinstance(raw, Mapping):
-        raise DefinitionError("'transitions' must map outlet names to activity names", activity=name)
+        raise DefinitionError(
+            "'transitions' must map outlet names to activity names", activity=name
+        )
     parsed: dict[str, tuple[str, ...]] = {}
     for outlet, targets in raw.items():
         if not isinstance(outlet, str) or not outlet:
@@ -206,9 +208,7 @@ def _check_graph(definition: Definition) -> None:
     for name in names:
         for target in definition.edges(name):
             if target not in names:
-                raise DefinitionError(
-                    f"transition to unknown activity '{target}'", activity=name
-                )
+                raise DefinitionError(f"transition to unknown activity '{target}'", activity=name)
             if target == name:
                 raise DefinitionError("an activity cannot lead to itself", activity=name)
     inbound = definition.inbound_counts()
@@ -227,7 +227,9 @@ def _check_graph(definition: Definition) -> None:
                 activity=name,
             )
         if definition.type_of(name).joins and inbound[name] < 2:
-            raise DefinitionError("an andJoin needs at least two inbound transitions", activity=name)
+            raise DefinitionError(
+                "an andJoin needs at least two inbound transitions", activity=name
+            )
     if not entries:
         raise DefinitionError("the workflow has no start, externalSignal or scheduler activity")
     reachable = _reachable(definition, entries)

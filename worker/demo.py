@@ -24,8 +24,15 @@ SEED_PARAMETERS = {
     "segmentCode": "my segment",
     "attribute": "2019-04-03 08:17:19.100Z",
 }
-STYLE = {"done": "green", "failed": "red", "aborted": "yellow", "waiting": "cyan",
-         "held": "magenta", "running": "blue", "pending": "white"}
+STYLE = {
+    "done": "green",
+    "failed": "red",
+    "aborted": "yellow",
+    "waiting": "cyan",
+    "held": "magenta",
+    "running": "blue",
+    "pending": "white",
+}
 
 
 def _prepare_environment() -> Path:
@@ -48,8 +55,10 @@ def run(console: Console, timeout: float) -> int:
     runtime.settings.cache_clear()
     settings = runtime.settings()
     schema.upgrade(runtime.db())
-    console.print(f"[bold]Carillon demo[/bold]: database {settings.database_url}, "
-                  f"broker {settings.broker_url}")
+    console.print(
+        f"[bold]Carillon demo[/bold]: database {settings.database_url}, "
+        f"broker {settings.broker_url}"
+    )
     procs = stack.Stack(dict(os.environ), home / "logs")
     procs.start("worker", stack.worker_command(2))
     procs.start("beat", stack.beat_command(settings))
@@ -65,14 +74,24 @@ def run(console: Console, timeout: float) -> int:
             engine.command(None, name, "start")
             console.print(f"started {name}")
         trigger = engine.trigger(None, "cmsSend", "signal1", "demo-cms", dict(SEED_PARAMETERS))
-        console.print(f"triggered cmsSend/signal1 with the seed's parameters -> job {trigger.job_id}")
+        console.print(
+            f"triggered cmsSend/signal1 with the seed's parameters -> job {trigger.job_id}"
+        )
         return _follow(console, runtime, procs, timeout, StateEvent, Task, Workflow, select)
     finally:
         procs.stop()
 
 
-def _follow(console: Console, runtime: Any, procs: Any, timeout: float, StateEvent: Any,
-            Task: Any, Workflow: Any, select: Any) -> int:
+def _follow(
+    console: Console,
+    runtime: Any,
+    procs: Any,
+    timeout: float,
+    StateEvent: Any,
+    Task: Any,
+    Workflow: Any,
+    select: Any,
+) -> int:
     """Print every task state change until both workflows are finished."""
     last_event = 0
     deadline = time.monotonic() + timeout
@@ -83,8 +102,15 @@ def _follow(console: Console, runtime: Any, procs: Any, timeout: float, StateEve
             if not names:
                 names = dict(s.execute(select(Workflow.id, Workflow.name)).tuples().all())
             events = s.execute(
-                select(StateEvent.id, StateEvent.at, StateEvent.workflow_id, StateEvent.entity,
-                       StateEvent.to_state, Task.activity, Task.attempt)
+                select(
+                    StateEvent.id,
+                    StateEvent.at,
+                    StateEvent.workflow_id,
+                    StateEvent.entity,
+                    StateEvent.to_state,
+                    Task.activity,
+                    Task.attempt,
+                )
                 .outerjoin(Task, Task.id == StateEvent.entity_id)
                 .where(StateEvent.id > last_event)
                 .order_by(StateEvent.id)
@@ -94,8 +120,10 @@ def _follow(console: Console, runtime: Any, procs: Any, timeout: float, StateEve
             last_event = event.id
             color = STYLE.get(event.to_state, "white")
             what = event.activity if event.entity == "task" else "(workflow)"
-            console.print(f"{event.at:%H:%M:%S.%f}"[:-3] + f"  {names.get(event.workflow_id, '?'):<13}"
-                          f" {what:<10} [{color}]{event.to_state}[/{color}]")
+            console.print(
+                f"{event.at:%H:%M:%S.%f}"[:-3] + f"  {names.get(event.workflow_id, '?'):<13}"
+                f" {what:<10} [{color}]{event.to_state}[/{color}]"
+            )
         if states and all(state in ("finished", "stopped", "error") for state in states.values()):
             break
         if procs.dead():
@@ -105,8 +133,9 @@ def _follow(console: Console, runtime: Any, procs: Any, timeout: float, StateEve
     return _summary(console, runtime, Task, Workflow, select, time.monotonic() - started)
 
 
-def _summary(console: Console, runtime: Any, Task: Any, Workflow: Any, select: Any,
-             elapsed: float) -> int:
+def _summary(
+    console: Console, runtime: Any, Task: Any, Workflow: Any, select: Any, elapsed: float
+) -> int:
     from rich.table import Table
     from sqlalchemy import func
 
@@ -114,10 +143,22 @@ def _summary(console: Console, runtime: Any, Task: Any, Workflow: Any, select: A
     ok = True
     with runtime.sessions()() as s:
         for wf in s.scalars(select(Workflow).order_by(Workflow.name)):
-            counts = dict(s.execute(select(Task.state, func.count()).where(Task.workflow_id == wf.id)
-                                    .group_by(Task.state)).tuples().all())
-            table.add_row(wf.name, wf.state, str(counts.get("done", 0)),
-                          str(counts.get("aborted", 0)), str(counts.get("failed", 0)))
+            counts = dict(
+                s.execute(
+                    select(Task.state, func.count())
+                    .where(Task.workflow_id == wf.id)
+                    .group_by(Task.state)
+                )
+                .tuples()
+                .all()
+            )
+            table.add_row(
+                wf.name,
+                wf.state,
+                str(counts.get("done", 0)),
+                str(counts.get("aborted", 0)),
+                str(counts.get("failed", 0)),
+            )
             ok = ok and wf.state == "finished"
     console.print(table)
     if ok:

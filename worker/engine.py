@@ -24,7 +24,7 @@ from worker.activities.base import Activity, Context, Outcome, SignalRequest
 from worker.config import Settings
 from worker.db import utcnow
 from worker.definitions import Definition
-from worker.errors import CommandRefused, NotFound, TriggerRefused, TooManyTriggers
+from worker.errors import CommandRefused, NotFound, TooManyTriggers, TriggerRefused
 from worker.heartbeat import Heartbeat
 from worker.models import (
     Command,
@@ -97,6 +97,17 @@ class _Claimed:
     vars: dict[str, Any]
     counts: dict[str, Any]
     attempt: int
+
+
+def _crash_once(failpoint: str) -> None:
+    """Test-only failpoint `name@marker-file`: die once, as a crash between commit and publish."""
+    _name, _, marker = failpoint.partition("@")
+    if marker and os.path.exists(marker):
+        return
+    if marker:
+        with open(marker, "w") as done:
+            done.write(str(os.getpid()))
+    os._exit(1)
 
 
 class Engine:
@@ -175,7 +186,9 @@ class Engine:
                 except Exception as exc:
                     error = exc
                     raise _ActivityFailed from exc
-                continue_chain = self._complete(s, claimed, definition, outcome, ctx, chained, effects)
+                continue_chain = self._complete(
+                    s, claimed, definition, outcome, ctx, chained, effects
+                )
         except _ActivityFailed:
             assert error is not None
             return self._fail(claimed, definition, error, ctx.logs)
@@ -193,7 +206,10 @@ class Engine:
             update(Task)
             .where(
                 Task.id == task_id,
-                or_(Task.state == T.PENDING, and_(Task.state == T.RUNNING, Task.heartbeat_at < stale)),
+                or_(
+                    Task.state == T.PENDING,
+                    and_(Task.state == T.RUNNING, Task.heartbeat_at < stale),
+                ),
                 started,
             )
             .values(
@@ -229,8 +245,16 @@ class Engine:
                 at=now,
             )
         )
-        return _Claimed(task_id, row.workflow_id, row.job_id, row.activity, row.version,
-                        row.vars or {}, row.counts or {}, row.attempt)
+        return _Claimed(
+            task_id,
+            row.workflow_id,
+            row.job_id,
+            row.activity,
+            row.version,
+            row.vars or {},
+            row.counts or {},
+            row.attempt,
+        )
 
     def _refuse_claim(self, s: Session, task_id: str) -> RunResult:
         """A message whose task cannot run now: hold it, abort it, or drop a duplicate."""
@@ -247,8 +271,13 @@ class Engine:
                 set_task_state(s, task_id, row.workflow_id, T.PENDING, T.HELD, reason=reason)
             elif row.wf_state != W.STARTED:
                 set_task_state(
-                    s, task_id, row.workflow_id, T.PENDING, T.ABORTED,
-                    reason=f"workflow {row.wf_state}", finished_at=utcnow(),
+                    s,
+                    task_id,
+                    row.workflow_id,
+                    T.PENDING,
+                    T.ABORTED,
+                    reason=f"workflow {row.wf_state}",
+                    finished_at=utcnow(),
                 )
         return RunResult("skipped")
 
@@ -272,26 +301,49 @@ class Engine:
         if outcome.counts:
             values["counts"] = out_counts
         if not set_task_state(
-            s, claimed.task_id, claimed.workflow_id, T.RUNNING, T.DONE, attempt=claimed.attempt,
+            s,
+            claimed.task_id,
+            claimed.workflow_id,
+            T.RUNNING,
+            T.DONE,
+            attempt=claimed.attempt,
             **values,
         ):
             raise _Fenced
         activity = definition.activity(claimed.activity)
-        self._write_logs(s, claimed.workflow_id, claimed.job_id, claimed.task_id, activity.name,
-                         ctx.logs)
+        self._write_logs(
+            s, claimed.workflow_id, claimed.job_id, claimed.task_id, activity.name, ctx.logs
+        )
         effects.signals.extend(outcome.signals)
         if outcome.terminate:
             self._terminate(s, claimed.workflow_id, claimed.task_id, activity.name)
             return False
         targets = self._targets(definition, activity, outcome.outlets)
         if targets is None:
-            self._log(s, claimed.workflow_id, claimed.job_id, claimed.task_id, activity.name,
-                      "warning", "a fired outlet has no transition: workflow paused")
+            self._log(
+                s,
+                claimed.workflow_id,
+                claimed.job_id,
+                claimed.task_id,
+                activity.name,
+                "warning",
+                "a fired outlet has no transition: workflow paused",
+            )
             self._pause(s, self._workflow(s, claimed.workflow_id))
             return False
         created = self._activate(
-            s, definition, claimed.workflow_id, claimed.job_id, claimed.version, claimed.task_id,
-            activity.name, targets, out_vars, out_counts, chained, effects,
+            s,
+            definition,
+            claimed.workflow_id,
+            claimed.job_id,
+            claimed.version,
+            claimed.task_id,
+            activity.name,
+            targets,
+            out_vars,
+            out_counts,
+            chained,
+            effects,
         )
         pending_chained = {tid for tid, state in created.items() if state == T.PENDING} & set(
             chained.values()
@@ -323,34 +375,65 @@ class Engine:
         return targets
 
     def _fail(
-        self, claimed: _Claimed, definition: Definition, error: Exception,
+        self,
+        claimed: _Claimed,
+        definition: Definition,
+        error: Exception,
         logs: list[tuple[str, str]],
     ) -> RunResult:
         message = f"{type(error).__name__}: {error}"[:2000]
         effects = _Effects()
         with self.session() as s, s.begin():
             if not set_task_state(
-                s, claimed.task_id, claimed.workflow_id, T.RUNNING, T.FAILED,
-                attempt=claimed.attempt, finished_at=utcnow(), error=message,
+                s,
+                claimed.task_id,
+                claimed.workflow_id,
+                T.RUNNING,
+                T.FAILED,
+                attempt=claimed.attempt,
+                finished_at=utcnow(),
+                error=message,
             ):
                 return RunResult("fenced")
-            self._write_logs(s, claimed.workflow_id, claimed.job_id, claimed.task_id,
-                             claimed.activity, logs)
-            self._log(s, claimed.workflow_id, claimed.job_id, claimed.task_id, claimed.activity,
-                      "error", message)
-            self._apply_error_policy(s, definition, claimed.workflow_id, claimed.job_id,
-                                     claimed.task_id, claimed.activity, message)
+            self._write_logs(
+                s, claimed.workflow_id, claimed.job_id, claimed.task_id, claimed.activity, logs
+            )
+            self._log(
+                s,
+                claimed.workflow_id,
+                claimed.job_id,
+                claimed.task_id,
+                claimed.activity,
+                "error",
+                message,
+            )
+            self._apply_error_policy(
+                s,
+                definition,
+                claimed.workflow_id,
+                claimed.job_id,
+                claimed.task_id,
+                claimed.activity,
+                message,
+            )
         self._after_commit(effects)
         return RunResult("failed")
 
     def _apply_error_policy(
-        self, s: Session, definition: Definition, workflow_id: int, job_id: str, task_id: str,
-        activity: str, message: str,
+        self,
+        s: Session,
+        definition: Definition,
+        workflow_id: int,
+        job_id: str,
+        task_id: str,
+        activity: str,
+        message: str,
     ) -> None:
         workflow = self._workflow(s, workflow_id, lock=True)
         if definition.error_policy(activity) == "ignore":
-            set_task_state(s, task_id, workflow_id, T.FAILED, T.ABORTED,
-                           reason=f"error ignored: {message}")
+            set_task_state(
+                s, task_id, workflow_id, T.FAILED, T.ABORTED, reason=f"error ignored: {message}"
+            )
             recent = s.execute(
                 select(Task.state, Task.error)
                 .where(Task.workflow_id == workflow_id, Task.finished_at.is_not(None))
@@ -366,10 +449,18 @@ class Engine:
                 self._maybe_finish(s, workflow_id)
                 return
             message = f"{streak} consecutive errors (threshold {definition.consecutive_errors})"
-        if set_workflow_state(s, workflow, W.ERROR, from_states=[W.STARTED],
-                              error_message=message[:2000]):
-            self._log(s, workflow_id, job_id, task_id, activity, "error",
-                      f"workflow suspended in error: {message}")
+        if set_workflow_state(
+            s, workflow, W.ERROR, from_states=[W.STARTED], error_message=message[:2000]
+        ):
+            self._log(
+                s,
+                workflow_id,
+                job_id,
+                task_id,
+                activity,
+                "error",
+                f"workflow suspended in error: {message}",
+            )
 
     # ----------------------------------------------------------------- creating tasks
 
@@ -393,15 +484,34 @@ class Engine:
         for target in targets:
             if definition.type_of(target).joins:
                 joined = self._arrive(
-                    s, definition, workflow_id, job_id, version, parent_id, from_activity, target,
-                    vars, counts, chained.get(target), effects,
+                    s,
+                    definition,
+                    workflow_id,
+                    job_id,
+                    version,
+                    parent_id,
+                    from_activity,
+                    target,
+                    vars,
+                    counts,
+                    chained.get(target),
+                    effects,
                 )
                 if joined:
                     created[joined[0]] = joined[1]
                 continue
             task_id, state = self._create_task(
-                s, definition, workflow_id, job_id, version, target, vars, counts, parent_id,
-                chained.get(target), effects,
+                s,
+                definition,
+                workflow_id,
+                job_id,
+                version,
+                target,
+                vars,
+                counts,
+                parent_id,
+                chained.get(target),
+                effects,
             )
             created[task_id] = state
         return created
@@ -426,13 +536,18 @@ class Engine:
         kind = definition.type_of(activity_name)
         now = utcnow()
         due_at: dt.datetime | None = None
+        reason: str | None
         if activity.execution == "disabled":
             state, reason = T.ABORTED, "activity disabled"
         elif activity.execution == "suspended":
             state, reason = T.HELD, SUSPENDED_REASON
         else:
             activation = kind.activate(activity, now, vars)
-            state, reason, due_at = TaskState(activation.state), activation.reason, activation.due_at
+            state, reason, due_at = (
+                TaskState(activation.state),
+                activation.reason,
+                activation.due_at,
+            )
         task_id = chained_id if (chained_id and state == T.PENDING) else new_id()
         record_new_task(
             s,
@@ -475,16 +590,25 @@ class Engine:
         effects: _Effects,
     ) -> tuple[str, str] | None:
         """Record a branch reaching an and-join; create the join's task when all have arrived."""
-        s.add(JoinArrival(job_id=job_id, join_activity=join, from_activity=from_activity,
-                          from_task_id=from_task_id or new_id(),
-                          vars={"vars": vars, "counts": counts}))
+        s.add(
+            JoinArrival(
+                job_id=job_id,
+                join_activity=join,
+                from_activity=from_activity,
+                from_task_id=from_task_id or new_id(),
+                vars={"vars": vars, "counts": counts},
+            )
+        )
         s.flush()
         # Serialise arrivals of one workflow so two last branches cannot both miss each other.
         self._workflow(s, workflow_id, lock=True)
         arrivals = s.scalars(
             select(JoinArrival)
-            .where(JoinArrival.job_id == job_id, JoinArrival.join_activity == join,
-                   JoinArrival.consumed_by.is_(None))
+            .where(
+                JoinArrival.job_id == job_id,
+                JoinArrival.join_activity == join,
+                JoinArrival.consumed_by.is_(None),
+            )
             .order_by(JoinArrival.id)
         ).all()
         first_by_branch: dict[str, JoinArrival] = {}
@@ -498,8 +622,17 @@ class Engine:
             merged_vars.update(arrival.vars.get("vars", {}))
             merged_counts.update(arrival.vars.get("counts", {}))
         task_id, state = self._create_task(
-            s, definition, workflow_id, job_id, version, join, merged_vars, merged_counts,
-            from_task_id, chained_id, effects,
+            s,
+            definition,
+            workflow_id,
+            job_id,
+            version,
+            join,
+            merged_vars,
+            merged_counts,
+            from_task_id,
+            chained_id,
+            effects,
         )
         s.execute(
             update(JoinArrival)
@@ -536,23 +669,49 @@ class Engine:
         """An end activity that stops everything else: abort the rest, finish the workflow."""
         now = utcnow()
         for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED):
-            set_tasks_state(s, workflow_id, state, T.ABORTED,
-                            reason=f"terminated by end activity '{activity}'", finished_at=now)
+            set_tasks_state(
+                s,
+                workflow_id,
+                state,
+                T.ABORTED,
+                reason=f"terminated by end activity '{activity}'",
+                finished_at=now,
+            )
         workflow = self._workflow(s, workflow_id, lock=True)
-        set_workflow_state(s, workflow, W.FINISHED, from_states=[W.STARTED, W.PAUSED],
-                           ended_at=now)
-        self._log(s, workflow_id, None, task_id, activity, "info",
-                  "workflow finished by its end activity")
+        set_workflow_state(s, workflow, W.FINISHED, from_states=[W.STARTED, W.PAUSED], ended_at=now)
+        self._log(
+            s, workflow_id, None, task_id, activity, "info", "workflow finished by its end activity"
+        )
 
     def _log(
-        self, s: Session, workflow_id: int, job_id: str | None, task_id: str | None,
-        activity: str | None, level: str, message: str,
+        self,
+        s: Session,
+        workflow_id: int,
+        job_id: str | None,
+        task_id: str | None,
+        activity: str | None,
+        level: str,
+        message: str,
     ) -> None:
-        s.add(LogLine(workflow_id=workflow_id, job_id=job_id, task_id=task_id, activity=activity,
-                      level=level, message=message[:4000], created_at=utcnow()))
+        s.add(
+            LogLine(
+                workflow_id=workflow_id,
+                job_id=job_id,
+                task_id=task_id,
+                activity=activity,
+                level=level,
+                message=message[:4000],
+                created_at=utcnow(),
+            )
+        )
 
     def _write_logs(
-        self, s: Session, workflow_id: int, job_id: str, task_id: str, activity: str,
+        self,
+        s: Session,
+        workflow_id: int,
+        job_id: str,
+        task_id: str,
+        activity: str,
         logs: list[tuple[str, str]],
     ) -> None:
         if logs:
@@ -560,16 +719,22 @@ class Engine:
             s.execute(
                 insert(LogLine),
                 [
-                    {"workflow_id": workflow_id, "job_id": job_id, "task_id": task_id,
-                     "activity": activity, "level": level, "message": message[:4000],
-                     "created_at": now}
+                    {
+                        "workflow_id": workflow_id,
+                        "job_id": job_id,
+                        "task_id": task_id,
+                        "activity": activity,
+                        "level": level,
+                        "message": message[:4000],
+                        "created_at": now,
+                    }
                     for level, message in logs
                 ],
             )
 
     def _after_commit(self, effects: _Effects) -> None:
-        if self.settings.failpoint == "after_commit_before_publish" and effects.publish:
-            os._exit(1)  # test-only: prove the reconciler publishes what was committed
+        if effects.publish and self.settings.failpoint.startswith("after_commit_before_publish"):
+            _crash_once(self.settings.failpoint)
         by_definition: dict[int, tuple[Definition, list[tuple[str, str]]]] = {}
         for definition, activity, task_id in effects.publish:
             by_definition.setdefault(id(definition), (definition, []))[1].append(
@@ -581,8 +746,9 @@ class Engine:
             self.dispatcher.apply_commands(workflow_id)
         for request in effects.signals:
             try:
-                self.trigger_by_name(request.workflow, request.activity, "workflow",
-                                     dict(request.parameters))
+                self.trigger_by_name(
+                    request.workflow, request.activity, "workflow", dict(request.parameters)
+                )
             except Exception as exc:  # another workflow's refusal must not fail this one
                 log.warning("signal %s/%s refused: %s", request.workflow, request.activity, exc)
 
@@ -635,8 +801,9 @@ class Engine:
             ):
                 projected = self.command_target(projected, pending)
             self.command_target(projected, method)
-            command = Command(workflow_id=workflow.id, method=method, state="pending",
-                              created_at=utcnow())
+            command = Command(
+                workflow_id=workflow.id, method=method, state="pending", created_at=utcnow()
+            )
             s.add(command)
             s.flush()
             return command.id
@@ -696,20 +863,37 @@ class Engine:
     def _start(self, s: Session, workflow: Workflow, effects: _Effects) -> None:
         now = utcnow()
         for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED):
-            set_tasks_state(s, workflow.id, state, T.ABORTED, reason="workflow restarted",
-                            finished_at=now)
+            set_tasks_state(
+                s, workflow.id, state, T.ABORTED, reason="workflow restarted", finished_at=now
+            )
         version = workflow.latest_version
         definition = self.definition(workflow.id, version, s)
-        set_workflow_state(s, workflow, W.STARTED, running_version=version, started_at=now,
-                           ended_at=None, error_message=None)
-        job = Job(id=new_id(), workflow_id=workflow.id, version=version, origin="start", vars={},
-                  created_at=now)
+        set_workflow_state(
+            s,
+            workflow,
+            W.STARTED,
+            running_version=version,
+            started_at=now,
+            ended_at=None,
+            error_message=None,
+        )
+        job = Job(
+            id=new_id(),
+            workflow_id=workflow.id,
+            version=version,
+            origin="start",
+            vars={},
+            created_at=now,
+        )
         s.add(job)
         s.flush()
-        self._log(s, workflow.id, job.id, None, None, "info", f"workflow started (version {version})")
+        self._log(
+            s, workflow.id, job.id, None, None, "info", f"workflow started (version {version})"
+        )
         states = [
-            self._create_task(s, definition, workflow.id, job.id, version, entry.name, {}, {}, None,
-                              None, effects)[1]
+            self._create_task(
+                s, definition, workflow.id, job.id, version, entry.name, {}, {}, None, None, effects
+            )[1]
             for entry in definition.entries()
         ]
         if not any(state in ACTIVE_TASK_STATES for state in states):
@@ -721,38 +905,67 @@ class Engine:
             self._log(s, workflow.id, None, None, None, "info", "workflow paused")
 
     def _resume(self, s: Session, workflow: Workflow, effects: _Effects) -> None:
-        set_workflow_state(s, workflow, W.STARTED, from_states=[W.PAUSED, W.ERROR],
-                           error_message=None)
+        set_workflow_state(
+            s, workflow, W.STARTED, from_states=[W.PAUSED, W.ERROR], error_message=None
+        )
         version = workflow.running_version or workflow.latest_version
         definition = self.definition(workflow.id, version, s)
         held = s.execute(
             select(Task.id, Task.activity, Task.version)
-            .where(Task.workflow_id == workflow.id,
-                   or_(and_(Task.state == T.HELD,
-                            or_(Task.reason.is_(None), Task.reason != SUSPENDED_REASON)),
-                       Task.state == T.FAILED))
+            .where(
+                Task.workflow_id == workflow.id,
+                or_(
+                    and_(
+                        Task.state == T.HELD,
+                        or_(Task.reason.is_(None), Task.reason != SUSPENDED_REASON),
+                    ),
+                    Task.state == T.FAILED,
+                ),
+            )
             .order_by(Task.created_at)
         ).all()
         for row in held:
             from_state = T.FAILED if self._state(s, row.id) == T.FAILED else T.HELD
             if set_task_state(s, row.id, workflow.id, from_state, T.PENDING, reason=None):
-                effects.publish.append((self.definition(workflow.id, row.version, s), row.activity,
-                                        row.id))
-        self._log(s, workflow.id, None, None, None, "info",
-                  f"workflow resumed ({len(held)} task(s) released)")
+                effects.publish.append(
+                    (self.definition(workflow.id, row.version, s), row.activity, row.id)
+                )
+        self._log(
+            s,
+            workflow.id,
+            None,
+            None,
+            None,
+            "info",
+            f"workflow resumed ({len(held)} task(s) released)",
+        )
         for trigger in s.scalars(
             select(Trigger)
             .where(Trigger.workflow_id == workflow.id, Trigger.state == "queued")
             .order_by(Trigger.created_at)
         ).all():
             try:
-                trigger.job_id = self._fire_signal(s, workflow, definition, trigger.activity,
-                                                   trigger.source, trigger.parameters, effects)
+                trigger.job_id = self._fire_signal(
+                    s,
+                    workflow,
+                    definition,
+                    trigger.activity,
+                    trigger.source,
+                    trigger.parameters,
+                    effects,
+                )
                 trigger.state = "accepted"
             except TriggerRefused as exc:
                 trigger.state = "dropped"
-                self._log(s, workflow.id, None, None, trigger.activity, "warning",
-                          f"queued trigger dropped: {exc.message}")
+                self._log(
+                    s,
+                    workflow.id,
+                    None,
+                    None,
+                    trigger.activity,
+                    "warning",
+                    f"queued trigger dropped: {exc.message}",
+                )
         self._maybe_finish(s, workflow.id)
 
     def _state(self, s: Session, task_id: str) -> str:
@@ -760,13 +973,18 @@ class Engine:
 
     def _stop(self, s: Session, workflow: Workflow) -> None:
         now = utcnow()
-        set_workflow_state(s, workflow, W.STOPPED, from_states=[W.STARTED, W.PAUSED, W.ERROR],
-                           ended_at=now)
+        set_workflow_state(
+            s, workflow, W.STOPPED, from_states=[W.STARTED, W.PAUSED, W.ERROR], ended_at=now
+        )
         for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED):
-            set_tasks_state(s, workflow.id, state, T.ABORTED, reason="workflow stopped",
-                            finished_at=now)
-        s.execute(update(Trigger).where(Trigger.workflow_id == workflow.id,
-                                        Trigger.state == "queued").values(state="dropped"))
+            set_tasks_state(
+                s, workflow.id, state, T.ABORTED, reason="workflow stopped", finished_at=now
+            )
+        s.execute(
+            update(Trigger)
+            .where(Trigger.workflow_id == workflow.id, Trigger.state == "queued")
+            .values(state="dropped")
+        )
         self._log(s, workflow.id, None, None, None, "info", "workflow stopped")
 
     # ----------------------------------------------------------------- signals
@@ -806,7 +1024,8 @@ class Engine:
             if interval:
                 last = s.execute(
                     select(func.max(Trigger.created_at)).where(
-                        Trigger.workflow_id == workflow.id, Trigger.activity == name,
+                        Trigger.workflow_id == workflow.id,
+                        Trigger.activity == name,
                         Trigger.state != "dropped",
                     )
                 ).scalar()
@@ -816,16 +1035,30 @@ class Engine:
                         f"trigger every {interval} s",
                         retry_after=max(1, math.ceil(interval - elapsed)),
                     )
-            trigger = Trigger(id=new_id(), workflow_id=workflow.id, activity=name, source=source,
-                              parameters=values, created_at=now,
-                              state="queued" if workflow.state == W.PAUSED else "accepted")
+            trigger = Trigger(
+                id=new_id(),
+                workflow_id=workflow.id,
+                activity=name,
+                source=source,
+                parameters=values,
+                created_at=now,
+                state="queued" if workflow.state == W.PAUSED else "accepted",
+            )
             s.add(trigger)
             if trigger.state == "accepted":
-                trigger.job_id = self._fire_signal(s, workflow, definition, name, source, values,
-                                                   effects)
+                trigger.job_id = self._fire_signal(
+                    s, workflow, definition, name, source, values, effects
+                )
             else:
-                self._log(s, workflow.id, None, None, name, "info",
-                          f"trigger from '{source}' queued until the workflow is resumed")
+                self._log(
+                    s,
+                    workflow.id,
+                    None,
+                    None,
+                    name,
+                    "info",
+                    f"trigger from '{source}' queued until the workflow is resumed",
+                )
         self._after_commit(effects)
         return trigger
 
@@ -839,42 +1072,91 @@ class Engine:
         raise NotFound(f"signal activity '{ref}' not found")
 
     def _fire_signal(
-        self, s: Session, workflow: Workflow, definition: Definition, name: str, source: str,
-        values: dict[str, Any], effects: _Effects,
+        self,
+        s: Session,
+        workflow: Workflow,
+        definition: Definition,
+        name: str,
+        source: str,
+        values: dict[str, Any],
+        effects: _Effects,
     ) -> str:
-        """Start a job at an entry signal, or wake a signal waiting mid-graph; returns the job id."""
+        """Start a job at an entry signal, or wake a signal waiting mid-graph; return the job."""
         version = workflow.running_version or workflow.latest_version
         now = utcnow()
         activity = definition.activity(name)
         if definition.inbound_counts()[name] == 0:
-            job = Job(id=new_id(), workflow_id=workflow.id, version=version, origin="signal",
-                      origin_activity=name, source=source, vars=dict(values), created_at=now)
+            job = Job(
+                id=new_id(),
+                workflow_id=workflow.id,
+                version=version,
+                origin="signal",
+                origin_activity=name,
+                source=source,
+                vars=dict(values),
+                created_at=now,
+            )
             s.add(job)
             s.flush()
-            task = Task(id=new_id(), workflow_id=workflow.id, job_id=job.id, activity=name,
-                        activity_type=activity.type, version=version, state=T.DONE, attempt=1,
-                        vars=dict(values), counts={}, outlets=["done"], created_at=now,
-                        updated_at=now, started_at=now, finished_at=now,
-                        reason=f"triggered by '{source}'")
+            task = Task(
+                id=new_id(),
+                workflow_id=workflow.id,
+                job_id=job.id,
+                activity=name,
+                activity_type=activity.type,
+                version=version,
+                state=T.DONE,
+                attempt=1,
+                vars=dict(values),
+                counts={},
+                outlets=["done"],
+                created_at=now,
+                updated_at=now,
+                started_at=now,
+                finished_at=now,
+                reason=f"triggered by '{source}'",
+            )
             record_new_task(s, task)
             job_id, task_id, vars = job.id, task.id, dict(values)
         else:
             waiting = s.execute(
                 select(Task.id, Task.job_id, Task.vars)
-                .where(Task.workflow_id == workflow.id, Task.activity == name,
-                       Task.state == T.WAITING)
+                .where(
+                    Task.workflow_id == workflow.id, Task.activity == name, Task.state == T.WAITING
+                )
                 .order_by(Task.created_at)
                 .limit(1)
             ).first()
             if waiting is None:
                 raise TriggerRefused(f"signal '{name}' is not waiting for a trigger", status=409)
             vars = {**(waiting.vars or {}), **values}
-            set_task_state(s, waiting.id, workflow.id, T.WAITING, T.DONE, vars=vars,
-                           outlets=["done"], finished_at=now, reason=f"triggered by '{source}'")
+            set_task_state(
+                s,
+                waiting.id,
+                workflow.id,
+                T.WAITING,
+                T.DONE,
+                vars=vars,
+                outlets=["done"],
+                finished_at=now,
+                reason=f"triggered by '{source}'",
+            )
             job_id, task_id = waiting.job_id, waiting.id
         self._log(s, workflow.id, job_id, task_id, name, "info", f"signal triggered by '{source}'")
-        self._activate(s, definition, workflow.id, job_id, version, task_id, name,
-                       list(activity.transitions.get("done", ())), vars, {}, {}, effects)
+        self._activate(
+            s,
+            definition,
+            workflow.id,
+            job_id,
+            version,
+            task_id,
+            name,
+            list(activity.transitions.get("done", ())),
+            vars,
+            {},
+            {},
+            effects,
+        )
         return job_id
 
     # ----------------------------------------------------------------- the tick
@@ -894,18 +1176,26 @@ class Engine:
                 .order_by(Task.due_at)
                 .limit(500)
             ).all()
-            stale = s.execute(
-                select(Task.id)
-                .where(Task.state == T.RUNNING,
-                       Task.heartbeat_at < now - dt.timedelta(seconds=self.settings.lease_seconds))
-                .limit(500)
-            ).scalars().all()
+            stale = (
+                s.execute(
+                    select(Task.id)
+                    .where(
+                        Task.state == T.RUNNING,
+                        Task.heartbeat_at < now - dt.timedelta(seconds=self.settings.lease_seconds),
+                    )
+                    .limit(500)
+                )
+                .scalars()
+                .all()
+            )
             lost = s.execute(
                 select(Task.id, Task.workflow_id, Task.version, Task.activity)
                 .join(Workflow, Workflow.id == Task.workflow_id)
-                .where(Task.state == T.PENDING, Workflow.state == W.STARTED,
-                       Task.updated_at
-                       < now - dt.timedelta(seconds=self.settings.republish_seconds))
+                .where(
+                    Task.state == T.PENDING,
+                    Workflow.state == W.STARTED,
+                    Task.updated_at < now - dt.timedelta(seconds=self.settings.republish_seconds),
+                )
                 .limit(500)
             ).all()
         for workflow_id in pending_commands:
@@ -914,9 +1204,10 @@ class Engine:
             report["timers"] += self._fire_timer(row.id, row.workflow_id, row.version)
         for task_id in stale:
             report["reaped"] += self._reap(task_id)
-        for row in lost:
-            report["republished"] += self._republish(row.id, row.workflow_id, row.version,
-                                                     row.activity)
+        for lost_row in lost:
+            report["republished"] += self._republish(
+                lost_row.id, lost_row.workflow_id, lost_row.version, lost_row.activity
+            )
         return report
 
     def _fire_timer(self, task_id: str, workflow_id: int, version: int) -> int:
@@ -924,8 +1215,9 @@ class Engine:
         effects = _Effects()
         with self.session() as s, s.begin():
             row = s.execute(
-                select(Task.activity, Task.due_at, Task.fired, Task.job_id, Task.vars)
-                .where(Task.id == task_id, Task.state == T.WAITING)
+                select(Task.activity, Task.due_at, Task.fired, Task.job_id, Task.vars).where(
+                    Task.id == task_id, Task.state == T.WAITING
+                )
             ).first()
             if row is None or row.due_at is None:
                 return 0
@@ -935,16 +1227,33 @@ class Engine:
                 if set_task_state(s, task_id, workflow_id, T.WAITING, T.PENDING, reason=None):
                     effects.publish.append((definition, row.activity, task_id))
             else:
-                fired = self._fire_schedule(s, definition, workflow_id, version, task_id, activity,
-                                            row.due_at, row.fired, effects)
+                fired = self._fire_schedule(
+                    s,
+                    definition,
+                    workflow_id,
+                    version,
+                    task_id,
+                    activity,
+                    row.due_at,
+                    row.fired,
+                    effects,
+                )
                 if not fired:
                     return 0
         self._after_commit(effects)
         return 1
 
     def _fire_schedule(
-        self, s: Session, definition: Definition, workflow_id: int, version: int, task_id: str,
-        activity: Activity, due_at: dt.datetime, fired: int, effects: _Effects,
+        self,
+        s: Session,
+        definition: Definition,
+        workflow_id: int,
+        version: int,
+        task_id: str,
+        activity: Activity,
+        due_at: dt.datetime,
+        fired: int,
+        effects: _Effects,
     ) -> bool:
         """One scheduler fire: move the timer forward by CAS (never twice per slot), start a job."""
         kind = definition.type_of(activity.name)
@@ -953,28 +1262,80 @@ class Engine:
         moved = s.execute(
             update(Task)
             .where(Task.id == task_id, Task.state == T.WAITING, Task.due_at == due_at)
-            .values(due_at=next_due, fired=fired + 1, updated_at=now,
-                    reason=f"next fire at {next_due.isoformat()}" if next_due else None)
+            .values(
+                due_at=next_due,
+                fired=fired + 1,
+                updated_at=now,
+                reason=f"next fire at {next_due.isoformat()}" if next_due else None,
+            )
+            .returning(Task.id)
             .execution_options(synchronize_session=False)
-        ).rowcount
-        if moved != 1:
+        ).first()
+        if moved is None:
             return False
-        job = Job(id=new_id(), workflow_id=workflow_id, version=version, origin="scheduler",
-                  origin_activity=activity.name, vars={}, created_at=now)
+        job = Job(
+            id=new_id(),
+            workflow_id=workflow_id,
+            version=version,
+            origin="scheduler",
+            origin_activity=activity.name,
+            vars={},
+            created_at=now,
+        )
         s.add(job)
         s.flush()
-        fire = Task(id=new_id(), workflow_id=workflow_id, job_id=job.id, activity=activity.name,
-                    activity_type=activity.type, version=version, state=T.DONE, attempt=1,
-                    vars={}, counts={}, outlets=["done"], created_at=now, updated_at=now,
-                    started_at=now, finished_at=now, reason=f"fire due at {due_at.isoformat()}")
+        fire = Task(
+            id=new_id(),
+            workflow_id=workflow_id,
+            job_id=job.id,
+            activity=activity.name,
+            activity_type=activity.type,
+            version=version,
+            state=T.DONE,
+            attempt=1,
+            vars={},
+            counts={},
+            outlets=["done"],
+            created_at=now,
+            updated_at=now,
+            started_at=now,
+            finished_at=now,
+            reason=f"fire due at {due_at.isoformat()}",
+        )
         record_new_task(s, fire)
-        self._log(s, workflow_id, job.id, fire.id, activity.name, "info",
-                  f"scheduler fired (slot {due_at.isoformat()})")
-        self._activate(s, definition, workflow_id, job.id, version, fire.id, activity.name,
-                       list(activity.transitions.get("done", ())), {}, {}, {}, effects)
+        self._log(
+            s,
+            workflow_id,
+            job.id,
+            fire.id,
+            activity.name,
+            "info",
+            f"scheduler fired (slot {due_at.isoformat()})",
+        )
+        self._activate(
+            s,
+            definition,
+            workflow_id,
+            job.id,
+            version,
+            fire.id,
+            activity.name,
+            list(activity.transitions.get("done", ())),
+            {},
+            {},
+            {},
+            effects,
+        )
         if next_due is None:
-            set_task_state(s, task_id, workflow_id, T.WAITING, T.DONE, finished_at=now,
-                           reason="schedule expired")
+            set_task_state(
+                s,
+                task_id,
+                workflow_id,
+                T.WAITING,
+                T.DONE,
+                finished_at=now,
+                reason="schedule expired",
+            )
             self._maybe_finish(s, workflow_id)
         return True
 
@@ -984,25 +1345,53 @@ class Engine:
         with self.session() as s, s.begin():
             now = utcnow()
             row = s.execute(
-                select(Task.workflow_id, Task.version, Task.activity, Task.attempt, Task.job_id)
-                .where(Task.id == task_id, Task.state == T.RUNNING,
-                       Task.heartbeat_at < now - dt.timedelta(seconds=self.settings.lease_seconds))
+                select(
+                    Task.workflow_id, Task.version, Task.activity, Task.attempt, Task.job_id
+                ).where(
+                    Task.id == task_id,
+                    Task.state == T.RUNNING,
+                    Task.heartbeat_at < now - dt.timedelta(seconds=self.settings.lease_seconds),
+                )
             ).first()
             if row is None:
                 return 0
             definition = self.definition(row.workflow_id, row.version, s)
             if row.attempt >= self.settings.max_attempts:
                 message = f"worker lost {row.attempt} times; giving up"
-                if set_task_state(s, task_id, row.workflow_id, T.RUNNING, T.FAILED,
-                                  attempt=row.attempt, error=message, finished_at=now):
-                    self._log(s, row.workflow_id, row.job_id, task_id, row.activity, "error",
-                              message)
-                    self._apply_error_policy(s, definition, row.workflow_id, row.job_id, task_id,
-                                             row.activity, message)
-            elif set_task_state(s, task_id, row.workflow_id, T.RUNNING, T.PENDING,
-                                attempt=row.attempt, reason="re-enqueued: its worker was lost"):
-                self._log(s, row.workflow_id, row.job_id, task_id, row.activity, "warning",
-                          f"attempt {row.attempt} lost its worker; running it again")
+                if set_task_state(
+                    s,
+                    task_id,
+                    row.workflow_id,
+                    T.RUNNING,
+                    T.FAILED,
+                    attempt=row.attempt,
+                    error=message,
+                    finished_at=now,
+                ):
+                    self._log(
+                        s, row.workflow_id, row.job_id, task_id, row.activity, "error", message
+                    )
+                    self._apply_error_policy(
+                        s, definition, row.workflow_id, row.job_id, task_id, row.activity, message
+                    )
+            elif set_task_state(
+                s,
+                task_id,
+                row.workflow_id,
+                T.RUNNING,
+                T.PENDING,
+                attempt=row.attempt,
+                reason="re-enqueued: its worker was lost",
+            ):
+                self._log(
+                    s,
+                    row.workflow_id,
+                    row.job_id,
+                    task_id,
+                    row.activity,
+                    "warning",
+                    f"attempt {row.attempt} lost its worker; running it again",
+                )
                 effects.publish.append((definition, row.activity, task_id))
         self._after_commit(effects)
         return 1
@@ -1014,11 +1403,13 @@ class Engine:
                 update(Task)
                 .where(Task.id == task_id, Task.state == T.PENDING)
                 .values(updated_at=utcnow())
+                .returning(Task.id)
                 .execution_options(synchronize_session=False)
-            ).rowcount
-        if touched:
+            ).first()
+        if touched is not None:
             self.dispatcher.dispatch(self.definition(workflow_id, version), [(activity, task_id)])
-        return touched
+            return 1
+        return 0
 
     # ----------------------------------------------------------------- beyond the platform
 
@@ -1031,15 +1422,24 @@ class Engine:
             if task.state != T.FAILED:
                 raise CommandRefused(f"only a failed task can be retried; it is {task.state}")
             if workflow.state == W.ERROR:
-                set_workflow_state(s, workflow, W.STARTED, from_states=[W.ERROR],
-                                   error_message=None)
+                set_workflow_state(
+                    s, workflow, W.STARTED, from_states=[W.ERROR], error_message=None
+                )
             if workflow.state != W.STARTED:
                 raise CommandRefused(f"the workflow is {workflow.state}; resume it first")
             set_task_state(s, task_id, task.workflow_id, T.FAILED, T.PENDING, reason=None)
-            self._log(s, task.workflow_id, task.job_id, task_id, task.activity, "info",
-                      "retried by an operator")
-            effects.publish.append((self.definition(task.workflow_id, task.version, s),
-                                    task.activity, task_id))
+            self._log(
+                s,
+                task.workflow_id,
+                task.job_id,
+                task_id,
+                task.activity,
+                "info",
+                "retried by an operator",
+            )
+            effects.publish.append(
+                (self.definition(task.workflow_id, task.version, s), task.activity, task_id)
+            )
         self._after_commit(effects)
 
     def skip(self, task_id: str) -> None:
@@ -1051,17 +1451,45 @@ class Engine:
             if task.state not in (T.FAILED, T.HELD, T.WAITING, T.PENDING):
                 raise CommandRefused(f"a {task.state} task cannot be skipped")
             if workflow.state == W.ERROR:
-                set_workflow_state(s, workflow, W.STARTED, from_states=[W.ERROR],
-                                   error_message=None)
+                set_workflow_state(
+                    s, workflow, W.STARTED, from_states=[W.ERROR], error_message=None
+                )
             definition = self.definition(task.workflow_id, task.version, s)
             activity = definition.activity(task.activity)
-            set_task_state(s, task_id, task.workflow_id, TaskState(task.state), T.DONE,
-                           outlets=["done"], finished_at=utcnow(), reason="skipped by an operator")
+            set_task_state(
+                s,
+                task_id,
+                task.workflow_id,
+                TaskState(task.state),
+                T.DONE,
+                outlets=["done"],
+                finished_at=utcnow(),
+                reason="skipped by an operator",
+            )
             targets = self._targets(definition, activity, ["done"]) or []
-            self._log(s, task.workflow_id, task.job_id, task_id, task.activity, "info",
-                      "skipped by an operator")
-            self._activate(s, definition, task.workflow_id, task.job_id, task.version, task_id,
-                           task.activity, targets, task.vars, task.counts, {}, effects)
+            self._log(
+                s,
+                task.workflow_id,
+                task.job_id,
+                task_id,
+                task.activity,
+                "info",
+                "skipped by an operator",
+            )
+            self._activate(
+                s,
+                definition,
+                task.workflow_id,
+                task.job_id,
+                task.version,
+                task_id,
+                task.activity,
+                targets,
+                task.vars,
+                task.counts,
+                {},
+                effects,
+            )
             self._maybe_finish(s, task.workflow_id)
         self._after_commit(effects)
 
@@ -1077,19 +1505,37 @@ class Engine:
             if activity not in definition.activities:
                 raise NotFound(f"activity '{activity}' not found")
             last = s.scalars(
-                select(Task).where(Task.workflow_id == workflow.id, Task.activity == activity)
-                .order_by(Task.created_at.desc()).limit(1)
+                select(Task)
+                .where(Task.workflow_id == workflow.id, Task.activity == activity)
+                .order_by(Task.created_at.desc())
+                .limit(1)
             ).first()
             if last is None:
                 raise CommandRefused(f"activity '{activity}' has never run in this workflow")
             if workflow.state != W.STARTED:  # reopen a finished, stopped or failed workflow
                 set_workflow_state(s, workflow, W.STARTED, error_message=None, ended_at=None)
             task_id, _state = self._create_task(
-                s, definition, workflow.id, last.job_id, version, activity, last.vars, last.counts,
-                last.parent_id, None, effects,
+                s,
+                definition,
+                workflow.id,
+                last.job_id,
+                version,
+                activity,
+                last.vars,
+                last.counts,
+                last.parent_id,
+                None,
+                effects,
             )
-            self._log(s, workflow.id, last.job_id, task_id, activity, "info",
-                      "rerun from this activity by an operator")
+            self._log(
+                s,
+                workflow.id,
+                last.job_id,
+                task_id,
+                activity,
+                "info",
+                "rerun from this activity by an operator",
+            )
         self._after_commit(effects)
         return task_id
 
@@ -1101,8 +1547,9 @@ class Engine:
             if task.state != T.HELD or task.reason != SUSPENDED_REASON:
                 raise CommandRefused("only a task of a suspended activity can be released")
             set_task_state(s, task_id, task.workflow_id, T.HELD, T.PENDING, reason=None)
-            effects.publish.append((self.definition(task.workflow_id, task.version, s),
-                                    task.activity, task_id))
+            effects.publish.append(
+                (self.definition(task.workflow_id, task.version, s), task.activity, task_id)
+            )
         self._after_commit(effects)
 
     def explain(self, task_id: str, queue_depth: Callable[[str], int | None] | None = None) -> str:
@@ -1113,8 +1560,10 @@ class Engine:
         if task.state == T.WAITING:
             if task.due_at is not None:
                 return f"{task.reason or 'waiting'}; the timer is due at {task.due_at.isoformat()}"
-            return (f"waiting for signal '{task.activity}': POST a trigger to "
-                    f"{self.trigger_href(workflow, task.activity)}")
+            return (
+                f"waiting for signal '{task.activity}': POST a trigger to "
+                f"{self.trigger_href(workflow, task.activity)}"
+            )
         if task.state == T.HELD:
             if task.reason == SUSPENDED_REASON:
                 return f"activity '{task.activity}' is suspended; release the task to run it"
@@ -1127,19 +1576,28 @@ class Engine:
 
             queue = queue_for(definition, task.activity)
             depth = queue_depth(queue) if queue_depth else None
-            backlog = f"queue {queue} holds {depth} message(s)" if depth is not None else (
-                f"queued on {queue}")
-            return f"pending since {task.updated_at.isoformat()}: {backlog}; a worker must consume it"
+            backlog = (
+                f"queue {queue} holds {depth} message(s)"
+                if depth is not None
+                else (f"queued on {queue}")
+            )
+            return (
+                f"pending since {task.updated_at.isoformat()}: {backlog}; a worker must consume it"
+            )
         if task.state == T.RUNNING:
-            return f"running on {task.worker} (attempt {task.attempt}), heartbeat {task.heartbeat_at}"
+            return (
+                f"running on {task.worker} (attempt {task.attempt}), heartbeat {task.heartbeat_at}"
+            )
         if task.state == T.FAILED:
             return f"failed: {task.error}; resume or retry to run it again"
         return f"{task.state}{': ' + task.reason if task.reason else ''}"
 
     def trigger_href(self, workflow: Workflow, activity: str) -> str:
         org = workflow.org_id
-        return (f"{self.settings.public_url}/{org}/campaign/workflow/execution/@{workflow.pkey}"
-                f"/activities/activity/@{activity}/trigger")
+        return (
+            f"{self.settings.public_url}/{org}/campaign/workflow/execution/@{workflow.pkey}"
+            f"/activities/activity/@{activity}/trigger"
+        )
 
     def _task(self, s: Session, task_id: str) -> Task:
         task = s.get(Task, task_id)

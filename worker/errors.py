@@ -1,15 +1,15 @@
 """Carillon's error tree; every error the engine raises on purpose is one of these.
 
-    CarillonError
-    ├── ConfigError            bad CARILLON_* environment variable
-    ├── DefinitionError        a workflow definition is invalid (names the activity)
-    │   ├── FilterError        a filter of the DSL is malformed or unsafe
-    │   └── ScheduleError      a scheduler or wait option is malformed
-    ├── NotFound               no such organization, workflow, activity or task
-    ├── CommandRefused         a command does not apply to the current state (HTTP 409)
-    ├── TriggerRefused         a signal trigger is invalid (HTTP 400) or not accepted now
-    │   └── TooManyTriggers    a second trigger inside the minimum interval (HTTP 429)
-    └── ActivityError          an activity failed for an expected reason (file not found...)
+CarillonError
+├── ConfigError            bad CARILLON_* environment variable
+├── DefinitionError        a workflow definition is invalid (names the activity)
+│   ├── FilterError        a filter of the DSL is malformed or unsafe
+│   └── ScheduleError      a scheduler or wait option is malformed
+├── NotFound               no such organization, workflow, activity or task
+├── CommandRefused         a command does not apply to the current state (HTTP 409)
+├── TriggerRefused         a signal trigger is invalid (HTTP 400) or not accepted now
+│   └── TooManyTriggers    a second trigger inside the minimum interval (HTTP 429)
+└── ActivityError          an activity failed for an expected reason (file not found...)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ORM models: organizations, credentials, workflows and their versions, jobs, tasks, logs, commands."""
+"""ORM models: organizations, credentials, workflows, versions, jobs, tasks, logs, commands."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def sessions() -> sessionmaker[Session]:
     with _lock:
         if "sessions" not in _state:
             _state["sessions"] = make_session_factory(_unlocked_db())
-        return _state["sessions"]  # type: ignore[no-any-return]
+        return _state["sessions"]
 
 
 def _unlocked_db() -> SAEngine:
@@ -44,7 +44,7 @@ def _unlocked_db() -> SAEngine:
         if current.database_url.startswith("sqlite"):
             Path(current.home).mkdir(parents=True, exist_ok=True)
         _state["db"] = make_engine(current.database_url)
-    return _state["db"]  # type: ignore[no-any-return]
+    return _state["db"]
 
 
 def engine(dispatcher: Dispatcher | None = None) -> Engine:
@@ -58,7 +58,7 @@ def engine(dispatcher: Dispatcher | None = None) -> Engine:
         built = Engine(settings(), sessions(), dispatcher)
         with _lock:
             _state.setdefault("engine", built)
-    return _state["engine"]  # type: ignore[no-any-return]
+    return _state["engine"]
 
 
 def reset_after_fork() -> None:

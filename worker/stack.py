@@ -10,29 +10,60 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from worker.celery_app import QUEUES
 from worker.config import Settings
+from worker.queues import QUEUES
 
 
 def worker_command(concurrency: int, queues: tuple[str, ...] = (), name: str = "w1") -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-        "--loglevel", "WARNING", "-c", str(concurrency), "-n", f"{name}@%h",
-        "-Q", ",".join(queues or QUEUES), "--without-gossip", "--without-mingle",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--loglevel",
+        "WARNING",
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{name}@%h",
+        "-Q",
+        ",".join(queues or QUEUES),
+        "--without-gossip",
+        "--without-mingle",
     ]
 
 
 def beat_command(settings: Settings) -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel",
-        "WARNING", "--schedule", str(Path(settings.home) / "beat-schedule"),
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "beat",
+        "--loglevel",
+        "WARNING",
+        "--schedule",
+        str(Path(settings.home) / "beat-schedule"),
     ]
 
 
 def api_command(host: str, port: int, workers: int = 2) -> list[str]:
     return [
-        sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"{host}:{port}",
-        "--limit-request-line", "8190", "--log-level", "warning", "api.wsgi:app",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-w",
+        str(workers),
+        "-b",
+        f"{host}:{port}",
+        "--limit-request-line",
+        "8190",
+        "--log-level",
+        "warning",
+        "api.wsgi:app",
     ]
 
 
@@ -48,7 +79,10 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_file = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115  (closed with the child)
         process = subprocess.Popen(
-            command, env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
+            command,
+            env=self.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log_file.close()

@@ -10,6 +10,7 @@ from celery import Celery, Task
 from worker import canvas
 from worker.definitions import Definition
 from worker.models import new_id
+from worker.queues import CONTROL_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -21,20 +22,27 @@ class CeleryDispatcher:
         self.app = app
 
     def dispatch(self, definition: Definition, rows: list[tuple[str, str]]) -> None:
+        # Signatures resolve their app lazily through the current app: make it ours.
+        self.app.set_current()
         for activity, task_id in rows:
             segment = canvas.compile_segment(definition, activity, task_id, new_id)
             segment.apply_async()
 
     def apply_commands(self, workflow_id: int) -> None:
-        self.app.send_task("carillon.apply_commands", args=(workflow_id,),
-                           queue="carillon.control")
+        self.app.send_task("carillon.apply_commands", args=(workflow_id,), queue=CONTROL_QUEUE)
 
 
 def register_tasks(app: Celery) -> None:
     """Bind the three tasks to `app` (called by create_celery)."""
 
-    @app.task(name="carillon.run_activity", bind=True, acks_late=True,
-              reject_on_worker_lost=True, ignore_result=True)
+    @app.task(
+        name="carillon.run_activity",
+        bind=True,
+        acks_late=True,
+        shared=False,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+    )
     def run_activity(self: Task, task_id: str, chained: dict[str, str] | None = None) -> str:
         from worker import runtime
 
@@ -44,13 +52,13 @@ def register_tasks(app: Celery) -> None:
             self.request.chain = None
         return result.status
 
-    @app.task(name="carillon.apply_commands", ignore_result=True)
+    @app.task(name="carillon.apply_commands", ignore_result=True, shared=False)
     def apply_commands(workflow_id: int) -> int:
         from worker import runtime
 
         return len(runtime.engine().apply_commands(workflow_id))
 
-    @app.task(name="carillon.tick", ignore_result=True)
+    @app.task(name="carillon.tick", ignore_result=True, shared=False)
     def tick() -> dict[str, Any]:
         from worker import runtime
 

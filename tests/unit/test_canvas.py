@@ -21,8 +21,11 @@ def _ids() -> Any:
 def _names(sig: Any, definition: definitions.Definition, ids: dict[str, str]) -> Any:
     """The canvas as nested tuples of activity names, to compare shapes at a glance."""
     if isinstance(sig, chord):
-        return ("chord", [_names(t, definition, ids) for t in sig.tasks],
-                _names(sig.body, definition, ids))
+        return (
+            "chord",
+            [_names(t, definition, ids) for t in sig.tasks],
+            _names(sig.body, definition, ids),
+        )
     if isinstance(sig, group):
         return ("group", [_names(t, definition, ids) for t in sig.tasks])
     if isinstance(sig, chain):
@@ -160,5 +163,6 @@ def test_a_branch_that_decides_before_the_join_falls_back_to_a_group() -> None:
     }
     sig, ids, definition = _compile(body, "start1")
     assert _names(sig, definition, ids) == (
-        "chain", ["start1", "fork1", ("group", ["a1", "test1"])]
+        "chain",
+        ["start1", "fork1", ("group", ["a1", "test1"])],
     )

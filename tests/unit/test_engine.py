@@ -32,12 +32,21 @@ def signal_workflow(**signal: Any) -> dict[str, Any]:
     return {
         "id": "sig",
         "activities": [
-            {"name": "signal1", "type": "externalSignal",
-             "parameters": {"n": "number", "flag": "boolean", "when": "datetime", "s": "string"},
-             "transitions": {"done": "test1"}, **signal},
-            {"name": "test1", "type": "test",
-             "conditions": [{"name": "big", "when": {"field": "vars.n", "op": "gt", "value": 10}}],
-             "transitions": {"big": "endBig", "default": "endSmall"}},
+            {
+                "name": "signal1",
+                "type": "externalSignal",
+                "parameters": {"n": "number", "flag": "boolean", "when": "datetime", "s": "string"},
+                "transitions": {"done": "test1"},
+                **signal,
+            },
+            {
+                "name": "test1",
+                "type": "test",
+                "conditions": [
+                    {"name": "big", "when": {"field": "vars.n", "op": "gt", "value": 10}}
+                ],
+                "transitions": {"big": "endBig", "default": "endSmall"},
+            },
             {"name": "endBig", "type": "end"},
             {"name": "endSmall", "type": "end"},
         ],
@@ -52,8 +61,12 @@ def wf(h: Harness, name: str) -> Workflow:
 def tasks(h: Harness, name: str) -> dict[str, list[str]]:
     """activity -> states of its tasks, in creation order."""
     found: dict[str, list[str]] = {}
-    rows = h.query(select(Task.activity, Task.state).join(Workflow)
-                   .where(Workflow.name == name).order_by(Task.created_at))
+    rows = h.query(
+        select(Task.activity, Task.state)
+        .join(Workflow)
+        .where(Workflow.name == name)
+        .order_by(Task.created_at)
+    )
     for activity, state in rows:
         found.setdefault(activity, []).append(state)
     return found
@@ -69,8 +82,12 @@ def test_a_fork_join_workflow_runs_to_finished_with_each_effect_once(harness: Ha
 
     assert wf(harness, "forkJoin").state == "finished"
     assert tasks(harness, "forkJoin") == {
-        "start1": ["done"], "fork1": ["done"], "a1": ["done"], "b1": ["done"],
-        "join1": ["done"], "end1": ["done"],
+        "start1": ["done"],
+        "fork1": ["done"],
+        "a1": ["done"],
+        "b1": ["done"],
+        "join1": ["done"],
+        "end1": ["done"],
     }
     assert effect_count(harness) == {"a1": 1, "b1": 1}
 
@@ -80,8 +97,12 @@ def test_the_join_merges_the_vars_of_its_branches(harness: Harness) -> None:
     harness.stub.drain()
     (join_vars,) = harness.query(select(Task.vars).where(Task.activity == "join1"))[0]
     assert join_vars == {"a1Done": True, "b1Done": True}
-    assert harness.query(select(func.count()).select_from(JoinArrival)
-                         .where(JoinArrival.consumed_by.is_(None)))[0][0] == 0
+    assert (
+        harness.query(
+            select(func.count()).select_from(JoinArrival).where(JoinArrival.consumed_by.is_(None))
+        )[0][0]
+        == 0
+    )
 
 
 def test_a_duplicate_message_runs_nothing_twice(harness: Harness) -> None:
@@ -170,15 +191,21 @@ def test_commands_are_checked_against_the_state_pending_commands_will_leave(
 
 def test_a_trigger_coerces_typed_parameters_into_the_jobs_vars(harness: Harness) -> None:
     harness.start(signal_workflow())
-    trigger = harness.engine.trigger(None, "sig", "signal1", "cms",
-                                     {"n": "42", "flag": "true", "when": "2019-04-03 08:17:19.100Z",
-                                      "s": "hello"})
+    trigger = harness.engine.trigger(
+        None,
+        "sig",
+        "signal1",
+        "cms",
+        {"n": "42", "flag": "true", "when": "2019-04-03 08:17:19.100Z", "s": "hello"},
+    )
     harness.stub.drain()
     (vars,) = harness.query(select(Job.vars).where(Job.id == trigger.job_id))[0]
-    assert vars == {"n": 42, "flag": True, "when": "2019-04-03T08:17:19.100000+00:00",
-                    "s": "hello"}
-    assert tasks(harness, "sig") == {"signal1": ["waiting", "done"], "test1": ["done"],
-                                     "endBig": ["done"]}
+    assert vars == {"n": 42, "flag": True, "when": "2019-04-03T08:17:19.100000+00:00", "s": "hello"}
+    assert tasks(harness, "sig") == {
+        "signal1": ["waiting", "done"],
+        "test1": ["done"],
+        "endBig": ["done"],
+    }
     assert wf(harness, "sig").state == "started"  # the signal keeps listening
 
 
@@ -226,8 +253,9 @@ def test_a_trigger_needs_a_source_and_a_started_workflow(harness: Harness) -> No
 def test_a_second_trigger_inside_the_interval_is_refused_with_retry_after(
     harness: Harness,
 ) -> None:
-    harness.engine.settings = type(harness.settings)(**{**harness.settings.__dict__,
-                                                        "signal_min_interval": 600})
+    harness.engine.settings = type(harness.settings)(
+        **{**harness.settings.__dict__, "signal_min_interval": 600}
+    )
     harness.start(signal_workflow())
     harness.engine.trigger(None, "sig", "signal1", "cms", {})
     with pytest.raises(TooManyTriggers) as refused:
@@ -235,8 +263,9 @@ def test_a_second_trigger_inside_the_interval_is_refused_with_retry_after(
     assert 590 <= refused.value.retry_after <= 600
     # Given the previous trigger is older than the interval, a new one is accepted.
     with harness.sessions() as s, s.begin():
-        s.execute(update(Trigger).values(
-            created_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=601)))
+        s.execute(
+            update(Trigger).values(created_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=601))
+        )
     harness.engine.trigger(None, "sig", "signal1", "cms", {})
 
 
@@ -261,8 +290,12 @@ def failing_workflow(flag: Path, on_error: str = "suspend", **workflow: Any) -> 
         "activities": [
             {"name": "start1", "type": "start", "transitions": {"done": "ok1"}},
             {"name": "ok1", "type": "effect", "transitions": {"done": "flaky1"}},
-            {"name": "flaky1", "type": "effect", "failUnlessFile": str(flag),
-             "transitions": {"done": "end1"}},
+            {
+                "name": "flaky1",
+                "type": "effect",
+                "failUnlessFile": str(flag),
+                "transitions": {"done": "end1"},
+            },
             {"name": "end1", "type": "end"},
         ],
     }
@@ -333,23 +366,31 @@ def test_a_wait_is_a_durable_timer_fired_by_the_tick(harness: Harness) -> None:
         "id": "waiter",
         "activities": [
             {"name": "start1", "type": "start", "transitions": {"done": "wait1"}},
-            {"name": "wait1", "type": "wait", "duration": "1d 8h 30mn",
-             "transitions": {"done": "end1"}},
+            {
+                "name": "wait1",
+                "type": "wait",
+                "duration": "1d 8h 30mn",
+                "transitions": {"done": "end1"},
+            },
             {"name": "end1", "type": "end"},
         ],
     }
     harness.start(body)
     harness.stub.drain()
-    (due_at, task_id) = harness.query(select(Task.due_at, Task.id)
-                                      .where(Task.activity == "wait1"))[0]
+    (due_at, task_id) = harness.query(select(Task.due_at, Task.id).where(Task.activity == "wait1"))[
+        0
+    ]
     expected = dt.datetime.now(dt.UTC) + dt.timedelta(days=1, hours=8, minutes=30)
     assert abs((due_at - expected).total_seconds()) < 5
     assert harness.engine.tick()["timers"] == 0
     assert "timer is due at" in harness.engine.explain(task_id)
     # When the timer is due (moved to the past instead of sleeping), the tick fires it once.
     with harness.sessions() as s, s.begin():
-        s.execute(update(Task).where(Task.id == task_id)
-                  .values(due_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
+        s.execute(
+            update(Task)
+            .where(Task.id == task_id)
+            .values(due_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        )
     assert harness.engine.tick()["timers"] == 1
     assert harness.engine.tick()["timers"] == 0
     harness.stub.drain()
@@ -360,8 +401,13 @@ def test_a_scheduler_fires_a_new_job_per_slot_and_only_once_per_slot(harness: Ha
     body = {
         "id": "sched",
         "activities": [
-            {"name": "scheduler1", "type": "scheduler", "frequency": "daily", "times": ["04:00"],
-             "transitions": {"done": "end1"}},
+            {
+                "name": "scheduler1",
+                "type": "scheduler",
+                "frequency": "daily",
+                "times": ["04:00"],
+                "transitions": {"done": "end1"},
+            },
             {"name": "end1", "type": "end"},
         ],
     }
@@ -386,9 +432,15 @@ def test_the_reaper_reenqueues_a_task_whose_worker_died(harness: Harness) -> Non
     (start_id,) = harness.query(select(Task.id))[0]
     # Given a task claimed by a worker that then died (running, stale heartbeat)
     with harness.sessions() as s, s.begin():
-        s.execute(update(Task).where(Task.id == start_id).values(
-            state="running", attempt=1,
-            heartbeat_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60)))
+        s.execute(
+            update(Task)
+            .where(Task.id == start_id)
+            .values(
+                state="running",
+                attempt=1,
+                heartbeat_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60),
+            )
+        )
     harness.stub.queue.clear()
     assert harness.engine.tick()["reaped"] == 1
     harness.stub.drain()
@@ -400,9 +452,15 @@ def test_a_task_whose_worker_dies_too_often_fails_and_suspends(harness: Harness)
     harness.start(FORK_JOIN)
     (start_id,) = harness.query(select(Task.id))[0]
     with harness.sessions() as s, s.begin():
-        s.execute(update(Task).where(Task.id == start_id).values(
-            state="running", attempt=harness.settings.max_attempts,
-            heartbeat_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60)))
+        s.execute(
+            update(Task)
+            .where(Task.id == start_id)
+            .values(
+                state="running",
+                attempt=harness.settings.max_attempts,
+                heartbeat_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60),
+            )
+        )
     harness.engine.tick()
     assert tasks(harness, "forkJoin") == {"start1": ["failed"]}
     assert wf(harness, "forkJoin").state == "error"
@@ -412,8 +470,7 @@ def test_a_lost_message_is_published_again_by_the_tick(harness: Harness) -> None
     harness.start(FORK_JOIN)
     harness.stub.queue.clear()  # the broker lost it
     with harness.sessions() as s, s.begin():
-        s.execute(update(Task).values(updated_at=dt.datetime.now(dt.UTC)
-                                      - dt.timedelta(seconds=5)))
+        s.execute(update(Task).values(updated_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)))
     assert harness.engine.tick()["republished"] == 1
     harness.stub.drain()
     assert wf(harness, "forkJoin").state == "finished"
@@ -426,9 +483,12 @@ def test_a_fired_outlet_without_transition_pauses_the_workflow_with_a_warning(
         "id": "dangling",
         "activities": [
             {"name": "start1", "type": "start", "transitions": {"done": "test1"}},
-            {"name": "test1", "type": "test",
-             "conditions": [{"name": "yes", "when": {"field": "x", "op": "isEmpty"}}],
-             "transitions": {"default": "end1"}},
+            {
+                "name": "test1",
+                "type": "test",
+                "conditions": [{"name": "yes", "when": {"field": "x", "op": "isEmpty"}}],
+                "transitions": {"default": "end1"},
+            },
             {"name": "end1", "type": "end"},
         ],
     }
@@ -446,10 +506,18 @@ def test_suspended_activities_wait_for_release_and_disabled_ones_end_the_branch(
         "id": "modes",
         "activities": [
             {"name": "start1", "type": "start", "transitions": {"done": ["a1", "b1"]}},
-            {"name": "a1", "type": "effect", "execution": "suspended",
-             "transitions": {"done": "end1"}},
-            {"name": "b1", "type": "effect", "execution": "disabled",
-             "transitions": {"done": "end2"}},
+            {
+                "name": "a1",
+                "type": "effect",
+                "execution": "suspended",
+                "transitions": {"done": "end1"},
+            },
+            {
+                "name": "b1",
+                "type": "effect",
+                "execution": "disabled",
+                "transitions": {"done": "end2"},
+            },
             {"name": "end1", "type": "end"},
             {"name": "end2", "type": "end"},
         ],
@@ -473,9 +541,16 @@ def test_an_end_activity_triggers_another_workflows_signal_with_parameters(
         "id": "caller",
         "activities": [
             {"name": "start1", "type": "start", "transitions": {"done": "end1"}},
-            {"name": "end1", "type": "end", "terminate": True,
-             "signal": {"workflow": "sig", "activity": "signal1",
-                        "parameters": {"n": 50, "s": "from caller"}}},
+            {
+                "name": "end1",
+                "type": "end",
+                "terminate": True,
+                "signal": {
+                    "workflow": "sig",
+                    "activity": "signal1",
+                    "parameters": {"n": 50, "s": "from caller"},
+                },
+            },
         ],
     }
     harness.start(caller)
@@ -499,8 +574,11 @@ def test_a_jump_loops_through_a_wait(harness: Harness) -> None:
     harness.stub.drain()
     for _ in range(2):
         with harness.sessions() as s, s.begin():
-            s.execute(update(Task).where(Task.state == "waiting")
-                      .values(due_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
+            s.execute(
+                update(Task)
+                .where(Task.state == "waiting")
+                .values(due_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+            )
         harness.engine.tick()
         harness.stub.drain()
     assert tasks(harness, "loop")["wait1"] == ["done", "done", "waiting"]

@@ -1,4 +1,4 @@
-"""Flow-control activities: start, end, externalSignal, scheduler, wait, test, fork, andJoin, jump."""
+"""Flow-control activities: start, end, signal, scheduler, wait, test, fork, andJoin, jump."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ class End(ActivityType):
             parameters = expressions.substitute(spec.get("parameters", {}), ctx.vars)
             requests = (SignalRequest(spec["workflow"], spec["activity"], parameters),)
             ctx.log(f"triggering signal {spec['workflow']}/{spec['activity']}")
-        return Outcome(outlets=(), terminate=bool(ctx.activity.options.get("terminate")),
-                       signals=requests)
+        return Outcome(
+            outlets=(), terminate=bool(ctx.activity.options.get("terminate")), signals=requests
+        )
 
 
 @register
@@ -145,7 +146,9 @@ class Wait(ActivityType):
         super().validate(activity)
         options = activity.options
         if ("duration" in options) == ("until" in options):
-            raise DefinitionError("give exactly one of 'duration' or 'until'", activity=activity.name)
+            raise DefinitionError(
+                "give exactly one of 'duration' or 'until'", activity=activity.name
+            )
         if expressions.find_placeholders(dict(options)):
             return  # resolved against vars at activation time
         try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from worker.db import Base
 from worker import models  # noqa: F401  (registers the tables on Base.metadata)
+from worker.db import Base
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -5,11 +5,10 @@ Revises:
 Create Date: 2026-11-23 06:29:52.944744
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 import worker.db
-
 
 revision = "0001"
 down_revision = None

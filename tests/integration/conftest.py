@@ -1,0 +1,211 @@
+"""Real servers for integration tests: PostgreSQL + Redis, or the embedded default, and a
+real Celery worker and beat spawned as processes (stopped by PID).
+
+Servers come from CARILLON_TEST_DATABASE_URL / CARILLON_TEST_REDIS_URL, defaulting to the
+local PostgreSQL and Redis. When they cannot be reached the tests skip, except under CI
+(CI set), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+
+import tests.plugins
+from tests.conftest import Harness
+from worker import catalog, definitions, schema
+from worker.celery_app import create_celery
+from worker.config import Settings
+from worker.db import make_engine, make_session_factory
+from worker.engine import Engine
+from worker.models import Workflow
+from worker.stack import beat_command, worker_command
+from worker.tasks import CeleryDispatcher
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_ADMIN_URL = os.environ.get(
+    "CARILLON_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("CARILLON_TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"integration servers unavailable under CI: {reason}")
+    pytest.skip(reason)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Stack(Harness):
+    """A harness whose engine publishes to a real broker consumed by real worker processes."""
+
+    def __init__(self, settings: Settings, home: Path) -> None:
+        self.settings = settings
+        self.home = home
+        self.db = make_engine(settings.database_url)
+        schema.upgrade(self.db)
+        tests.plugins.create_tables(self.db)
+        self.sessions = make_session_factory(self.db)
+        self.celery = create_celery(settings)
+        self.engine = Engine(
+            settings, self.sessions, CeleryDispatcher(self.celery), worker_name="pytest"
+        )
+        self.env = {
+            **os.environ,
+            "CARILLON_HOME": str(home),
+            "CARILLON_DATABASE_URL": settings.database_url,
+            "CARILLON_BROKER_URL": settings.broker_url,
+            "CARILLON_RESULT_BACKEND": settings.result_backend,
+            "CARILLON_ACTIVITY_MODULES": "tests.plugins",
+            "CARILLON_LEASE_SECONDS": str(settings.lease_seconds),
+            "CARILLON_TICK_SECONDS": str(settings.tick_seconds),
+            "CARILLON_REPUBLISH_SECONDS": str(settings.republish_seconds),
+            "CARILLON_SIGNAL_MIN_INTERVAL": "0",
+            "CARILLON_VISIBILITY_TIMEOUT": str(settings.visibility_timeout),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, name: str, command: list[str], **extra_env: str) -> subprocess.Popen[bytes]:
+        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115  (the child keeps it)
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**self.env, **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def start_worker(self, name: str = "w1", **extra_env: str) -> subprocess.Popen[bytes]:
+        return self.spawn(name, worker_command(2, name=name), **extra_env)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:  # a warm shutdown that hangs: end it
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(15)
+
+    def children(self, name: str) -> list[int]:
+        parent = self.processes[name].pid
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(stat.parent.name))
+        return found
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.kill(name, signal.SIGTERM)
+
+    def state(self, name: str) -> str:
+        with self.sessions() as s:
+            return s.scalars(select(Workflow.state).where(Workflow.name == name)).one()
+
+    def wait_state(self, name: str, state: str, timeout: float = 60) -> None:
+        wait_for(lambda: self.state(name) == state, timeout, f"{name} to be {state}")
+
+    def save(self, body: dict[str, Any] | str, org: str = "acme") -> str:
+        if isinstance(body, str):
+            body = definitions.load_text(body)
+        with self.sessions() as s, s.begin():
+            return catalog.save_definition(s, catalog.ensure_org(s, org), body).name
+
+
+def _postgres_database() -> Iterator[str]:
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        unavailable(f"PostgreSQL at {PG_ADMIN_URL}: {exc}")
+    name = f"carillon_it_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _redis() -> str:
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.flushdb()
+        client.close()
+    except Exception as exc:
+        unavailable(f"Redis at {REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+BACKENDS = ["postgres-redis", "embedded"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp(request.param)
+    common = {
+        "lease_seconds": 3,
+        "tick_seconds": 0.3,
+        "republish_seconds": 4,
+        "signal_min_interval": 0,
+        "visibility_timeout": 30,
+    }
+    if request.param == "embedded":
+        settings = Settings(home=home, **common).resolved()  # type: ignore[arg-type]
+        database: Iterator[str] | None = None
+    else:
+        database = _postgres_database()
+        url = next(database)
+        broker = _redis()
+        settings = Settings(
+            home=home, database_url=url, broker_url=broker, result_backend=broker, **common
+        ).resolved()  # type: ignore[arg-type]
+    built = Stack(settings, home)
+    built.start_worker()
+    built.spawn("beat", beat_command(settings))
+    try:
+        yield built
+    finally:
+        built.stop_all()
+        built.celery.close()
+        built.db.dispose()
+        if database is not None:
+            built.db.dispose()
+            next(database, None)
