@@ -34,8 +34,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Benchmarks run on the local Redis and PostgreSQL unless CARILLON_* say otherwise.
+BENCH_ENV := CARILLON_DATABASE_URL=$${CARILLON_DATABASE_URL:-postgresql+psycopg2://postgres@127.0.0.1:5432/carillon_bench} \
+	CARILLON_BROKER_URL=$${CARILLON_BROKER_URL:-redis://127.0.0.1:6379/13}
+
 bench: $(STAMP)
-	$(BIN)/python bench/engine_overhead.py
+	$(BENCH_ENV) $(BIN)/python bench/engine_overhead.py
 
 clean:
 	rm -rf $(VENV) .carillon .pytest_cache .mypy_cache .ruff_cache

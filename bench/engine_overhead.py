@@ -1,0 +1,251 @@
+"""Engine overhead per activity vs. a raw Celery chain hop, and trigger-to-first-activity latency.
+
+Both run through the same worker process on the broker and database of CARILLON_* (the
+Makefile points them at the local Redis and PostgreSQL). Per hop = (completion of the
+10th task - publication of the 1st) / 10, from stored timestamps, not from polling.
+
+    python bench/engine_overhead.py [--runs 50] [--triggers 200]
+
+The last line is JSON: engine_hop_ms, celery_hop_ms, ratio, trigger_p50_ms, trigger_p99_ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+HOPS = 10
+
+
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database of `url` when missing (benchmarks use their own)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("postgresql"):
+        return
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database}
+        ).first()
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+    admin.dispose()
+
+
+def chain_body(name: str) -> dict[str, Any]:
+    middle = [f"noop{i}" for i in range(1, HOPS - 1)]
+    names = ["start1", *middle, "end1"]
+    activities: list[dict[str, Any]] = []
+    for index, activity in enumerate(names):
+        kind = "start" if index == 0 else "end" if index == len(names) - 1 else "noop"
+        entry: dict[str, Any] = {"name": activity, "type": kind}
+        if index < len(names) - 1:
+            entry["transitions"] = {"done": names[index + 1]}
+        activities.append(entry)
+    return {"id": name, "activities": activities}
+
+
+def signal_body(name: str) -> dict[str, Any]:
+    return {
+        "id": name,
+        "activities": [
+            {
+                "name": "signal1",
+                "type": "externalSignal",
+                "parameters": {"n": "number"},
+                "transitions": {"done": "noop1"},
+            },
+            {"name": "noop1", "type": "noop", "transitions": {"done": "end1"}},
+            {"name": "end1", "type": "end"},
+        ],
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=50, help="chains of 10 per side (50)")
+    parser.add_argument("--triggers", type=int, default=200, help="signal triggers (200)")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes (2)")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="carillon-bench-"))
+    os.environ.setdefault("CARILLON_HOME", str(home))
+    os.environ["CARILLON_ACTIVITY_MODULES"] = "tests.plugins"
+    os.environ["CARILLON_SIGNAL_MIN_INTERVAL"] = "0"
+    from worker.config import Settings
+
+    settings = Settings.from_env()
+    ensure_database(settings.database_url)
+
+    from sqlalchemy import delete, select
+
+    import tests.plugins  # noqa: F401
+    from bench.app import app, raw_noop
+    from worker import catalog, schema
+    from worker.db import make_engine, make_session_factory
+    from worker.engine import Engine
+    from worker.models import Task, Workflow
+    from worker.tasks import CeleryDispatcher
+
+    db = make_engine(settings.database_url)
+    schema.upgrade(db)
+    sessions = make_session_factory(db)
+    engine = Engine(settings, sessions, CeleryDispatcher(app), worker_name="bench")
+    print(f"database {settings.database_url}\nbroker   {settings.broker_url}")
+
+    log = open(home / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.app",
+            "worker",
+            "-c",
+            str(args.concurrency),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "-Q",
+            ",".join(__import__("worker.queues").queues.QUEUES),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        stamp = f"{int(time.time())}"
+        with sessions() as s, s.begin():
+            org = catalog.ensure_org(s, "bench")
+            chain_name = catalog.save_definition(s, org, chain_body(f"chain{stamp}")).name
+            signal_name = catalog.save_definition(s, org, signal_body(f"sig{stamp}")).name
+
+        def wait_finished(name: str, timeout: float = 60) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                with sessions() as s:
+                    if s.scalar(select(Workflow.state).where(Workflow.name == name)) == "finished":
+                        return
+                time.sleep(0.002)
+            raise SystemExit(f"{name} did not finish; see {home / 'worker.log'}")
+
+        def engine_run() -> float:
+            engine.command(None, chain_name, "start")
+            wait_finished(chain_name)
+            with sessions() as s:
+                wf_id = s.scalar(select(Workflow.id).where(Workflow.name == chain_name))
+                rows = s.execute(
+                    select(Task.activity, Task.created_at, Task.finished_at).where(
+                        Task.workflow_id == wf_id
+                    )
+                ).all()
+                s.execute(delete(Task).where(Task.workflow_id == wf_id))
+                s.commit()
+            first = min(r.created_at for r in rows if r.activity == "start1")
+            last = max(r.finished_at for r in rows if r.activity == "end1")
+            return (last - first).total_seconds() * 1000 / HOPS
+
+        from celery import chain
+
+        def celery_run() -> float:
+            links = [raw_noop.si() for _ in range(HOPS - 1)]
+            links.append(raw_noop.si().set(ignore_result=False))
+            published = dt.datetime.now(dt.UTC)
+            result = chain(*links).apply_async()
+            deadline = time.monotonic() + 60
+            while not result.ready():
+                if time.monotonic() > deadline:
+                    raise SystemExit("raw chain did not finish")
+                time.sleep(0.002)
+            done = result.date_done
+            if done.tzinfo is None:
+                done = done.replace(tzinfo=dt.UTC)
+            result.forget()
+            return (done - published).total_seconds() * 1000 / HOPS
+
+        # Warm up both paths (connections, imports, definition caches) before measuring.
+        for _ in range(3):
+            engine_run()
+            celery_run()
+        engine_hops, celery_hops = [], []
+        for _ in range(args.runs):  # interleaved, so both see the same machine load
+            engine_hops.append(engine_run())
+            celery_hops.append(celery_run())
+
+        engine.command(None, signal_name, "start")
+        latencies = []
+        for i in range(args.triggers + 5):
+            before = dt.datetime.now(dt.UTC)
+            trigger = engine.trigger(None, signal_name, "signal1", "bench", {"n": i})
+            deadline = time.monotonic() + 30
+            started = None
+            while started is None and time.monotonic() < deadline:
+                with sessions() as s:
+                    started = s.scalar(
+                        select(Task.started_at).where(
+                            Task.job_id == trigger.job_id, Task.activity == "noop1"
+                        )
+                    )
+                if started is None:
+                    time.sleep(0.001)
+            if started is None:
+                raise SystemExit("a trigger never reached its first activity")
+            if i >= 5:  # the first few warm the path
+                latencies.append((started - before).total_seconds() * 1000)
+        engine.command(None, signal_name, "stop")
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+        log.close()
+
+    engine_hop = statistics.median(engine_hops)
+    celery_hop = statistics.median(celery_hops)
+    figures = {
+        "engine_hop_ms": round(engine_hop, 3),
+        "celery_hop_ms": round(celery_hop, 3),
+        "ratio": round(engine_hop / celery_hop, 3),
+        "trigger_p50_ms": round(percentile(latencies, 0.50), 3),
+        "trigger_p99_ms": round(percentile(latencies, 0.99), 3),
+    }
+    print(f"runs: {args.runs} chains of {HOPS} per side, {args.triggers} triggers")
+    print(f"engine hop  median {engine_hop:.2f} ms  (p90 {percentile(engine_hops, 0.9):.2f})")
+    print(f"celery hop  median {celery_hop:.2f} ms  (p90 {percentile(celery_hops, 0.9):.2f})")
+    print(f"ratio engine/celery {figures['ratio']:.2f}  (goal <= 1.5)")
+    print(
+        f"trigger -> first activity p50 {figures['trigger_p50_ms']:.1f} ms, "
+        f"p99 {figures['trigger_p99_ms']:.1f} ms  (goal p99 < 50)"
+    )
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
