@@ -34,6 +34,7 @@ class Noop(ActivityType):
     """Does nothing: the cheapest possible activity (benchmarks, canvas shapes)."""
 
     name = "noop"
+    quick = True
 
     def run(self, ctx: Context) -> Outcome:
         return Outcome()

@@ -12,11 +12,12 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import definitions
@@ -40,7 +41,13 @@ from worker.models import (
 )
 from worker.signals import coerce
 from worker.states import ACTIVE_TASK_STATES, TaskState, WorkflowState
-from worker.transitions import record_new_task, set_task_state, set_tasks_state, set_workflow_state
+from worker.transitions import (
+    record_new_task,
+    set_task_state,
+    set_tasks_state,
+    set_workflow_state,
+    write_events,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,8 @@ class _Effects:
 
     publish: list[tuple[Definition, str, str]] = field(default_factory=list)
     signals: list[SignalRequest] = field(default_factory=list)
+    #: State events of the hot path, written in one statement before commit.
+    events: list[dict[str, Any]] = field(default_factory=list)
     commands: set[int] = field(default_factory=set)
 
 
@@ -97,6 +106,43 @@ class _Claimed:
     vars: dict[str, Any]
     counts: dict[str, Any]
     attempt: int
+
+
+TASK = cast(Table, Task.__table__)
+EVENT = cast(Table, StateEvent.__table__)
+WORKFLOW = cast(Table, Workflow.__table__)
+#: Built once: the claim runs for every task, statement construction is not free.
+_CLAIM = (
+    update(TASK)
+    .where(
+        TASK.c.id == bindparam("task_id"),
+        or_(
+            TASK.c.state == bindparam("pending"),
+            and_(TASK.c.state == bindparam("running"), TASK.c.heartbeat_at < bindparam("stale")),
+        ),
+        exists().where(
+            WORKFLOW.c.id == TASK.c.workflow_id, WORKFLOW.c.state == bindparam("started")
+        ),
+    )
+    .values(
+        state=TaskState.RUNNING.value,
+        attempt=TASK.c.attempt + 1,
+        started_at=bindparam("now"),
+        heartbeat_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        worker=bindparam("worker"),
+        reason=None,
+    )
+    .returning(
+        TASK.c.workflow_id,
+        TASK.c.job_id,
+        TASK.c.activity,
+        TASK.c.version,
+        TASK.c.vars,
+        TASK.c.counts,
+        TASK.c.attempt,
+    )
+)
 
 
 def _crash_once(failpoint: str) -> None:
@@ -128,6 +174,13 @@ class Engine:
         self.heartbeat = Heartbeat(session_factory, max(0.5, settings.lease_seconds / 3))
         self._definitions: dict[tuple[int, int], Definition] = {}
 
+    @contextmanager
+    def _transaction(self, effects: _Effects) -> Iterator[Session]:
+        """A session in a transaction that writes the buffered state events before commit."""
+        with self.session() as s, s.begin():
+            yield s
+            write_events(s, effects.events)
+
     # ----------------------------------------------------------------- definitions
 
     def definition(self, workflow_id: int, version: int, s: Session | None = None) -> Definition:
@@ -156,31 +209,62 @@ class Engine:
         """Claim, execute and complete one task; idempotent for duplicate messages."""
         chained = chained or {}
         now = utcnow()
-        with self.session() as s, s.begin():
-            claimed = self._claim(s, task_id, now)
+        effects = _Effects()
+        error: Exception | None = None
+        with self._transaction(effects) as s:
+            claimed = self._claim(s, task_id, now, effects.events)
             if claimed is None:
                 return self._refuse_claim(s, task_id)
-        definition = self.definition(claimed.workflow_id, claimed.version)
-        activity = definition.activity(claimed.activity)
-        kind = definition.type_of(claimed.activity)
-        effects = _Effects()
-        ctx = Context(
-            task_id=task_id,
+            definition = self.definition(claimed.workflow_id, claimed.version, s)
+            kind = definition.type_of(claimed.activity)
+            if not kind.quick:
+                write_events(s, effects.events)
+            else:
+                # Claim, run and complete in one transaction: no effect outside the database.
+                ctx = self._context(claimed, definition, now, s)
+                try:
+                    outcome = kind.run(ctx)
+                except Exception as exc:  # the claim commits; the failure is recorded below
+                    error = exc
+                else:
+                    more = self._complete(s, claimed, definition, outcome, ctx, chained, effects)
+                write_events(s, effects.events)
+        if kind.quick:
+            if error is not None:
+                return self._fail(claimed, definition, error, ctx.logs)
+            self._after_commit(effects)
+            return RunResult("done", more)
+        return self._run_claimed(claimed, definition, chained)
+
+    def _context(
+        self, claimed: _Claimed, definition: Definition, now: dt.datetime, s: Session
+    ) -> Context:
+        return Context(
+            task_id=claimed.task_id,
             workflow_id=claimed.workflow_id,
             job_id=claimed.job_id,
-            activity=activity,
+            activity=definition.activity(claimed.activity),
             vars=dict(claimed.vars),
             counts=dict(claimed.counts),
             attempt=claimed.attempt,
             now=now,
-            session=None,  # type: ignore[arg-type]  # set below, inside the transaction
+            session=s,
         )
+
+    def _run_claimed(
+        self, claimed: _Claimed, definition: Definition, chained: dict[str, str]
+    ) -> RunResult:
+        """Run a claimed task in its own transaction, its lease kept fresh by the heartbeat."""
+        kind = definition.type_of(claimed.activity)
+        effects = _Effects()
         error: Exception | None = None
+        logs: list[tuple[str, str]] = []
         continue_chain = False
-        self.heartbeat.add(task_id, claimed.attempt)
+        self.heartbeat.add(claimed.task_id, claimed.attempt)
         try:
-            with self.session() as s, s.begin():
-                ctx.session = s
+            with self._transaction(effects) as s:
+                ctx = self._context(claimed, definition, utcnow(), s)
+                logs = ctx.logs
                 try:
                     outcome = kind.run(ctx)
                 except Exception as exc:
@@ -189,62 +273,53 @@ class Engine:
                 continue_chain = self._complete(
                     s, claimed, definition, outcome, ctx, chained, effects
                 )
+                write_events(s, effects.events)
         except _ActivityFailed:
             assert error is not None
-            return self._fail(claimed, definition, error, ctx.logs)
+            return self._fail(claimed, definition, error, logs)
         except _Fenced:
             return RunResult("fenced")
         finally:
-            self.heartbeat.discard(task_id)
+            self.heartbeat.discard(claimed.task_id)
         self._after_commit(effects)
         return RunResult("done", continue_chain)
 
-    def _claim(self, s: Session, task_id: str, now: dt.datetime) -> _Claimed | None:
+    def _claim(
+        self,
+        s: Session,
+        task_id: str,
+        now: dt.datetime,
+        events: list[dict[str, Any]] | None = None,
+    ) -> _Claimed | None:
         stale = now - dt.timedelta(seconds=self.settings.lease_seconds)
-        started = exists().where(Workflow.id == Task.workflow_id, Workflow.state == W.STARTED)
-        row = s.execute(
-            update(Task)
-            .where(
-                Task.id == task_id,
-                or_(
-                    Task.state == T.PENDING,
-                    and_(Task.state == T.RUNNING, Task.heartbeat_at < stale),
-                ),
-                started,
-            )
-            .values(
-                state=T.RUNNING,
-                attempt=Task.attempt + 1,
-                started_at=now,
-                heartbeat_at=now,
-                updated_at=now,
-                worker=self.worker_name,
-                reason=None,
-            )
-            .returning(
-                Task.workflow_id,
-                Task.job_id,
-                Task.activity,
-                Task.version,
-                Task.vars,
-                Task.counts,
-                Task.attempt,
-            )
-            .execution_options(synchronize_session=False)
+        connection = s.connection()
+        row = connection.execute(
+            _CLAIM,
+            {
+                "task_id": task_id,
+                "pending": T.PENDING,
+                "running": T.RUNNING,
+                "stale": stale,
+                "started": W.STARTED,
+                "now": now,
+                "worker": self.worker_name,
+            },
         ).first()
         if row is None:
             return None
-        s.execute(
-            insert(StateEvent).values(
-                workflow_id=row.workflow_id,
-                entity="task",
-                entity_id=task_id,
-                from_state=T.PENDING if row.attempt == 1 else None,
-                to_state=T.RUNNING,
-                attempt=row.attempt,
-                at=now,
-            )
-        )
+        event = {
+            "workflow_id": row.workflow_id,
+            "entity": "task",
+            "entity_id": task_id,
+            "from_state": T.PENDING if row.attempt == 1 else None,
+            "to_state": T.RUNNING,
+            "attempt": row.attempt,
+            "at": now,
+        }
+        if events is None:
+            connection.execute(insert(EVENT), [event])
+        else:
+            events.append(event)
         return _Claimed(
             task_id,
             row.workflow_id,
@@ -307,6 +382,7 @@ class Engine:
             T.RUNNING,
             T.DONE,
             attempt=claimed.attempt,
+            events=effects.events,
             **values,
         ):
             raise _Fenced
@@ -383,7 +459,7 @@ class Engine:
     ) -> RunResult:
         message = f"{type(error).__name__}: {error}"[:2000]
         effects = _Effects()
-        with self.session() as s, s.begin():
+        with self._transaction(effects) as s:
             if not set_task_state(
                 s,
                 claimed.task_id,
@@ -551,7 +627,8 @@ class Engine:
         task_id = chained_id if (chained_id and state == T.PENDING) else new_id()
         record_new_task(
             s,
-            Task(
+            events=effects.events,
+            task=Task(
                 id=task_id,
                 workflow_id=workflow_id,
                 job_id=job_id,
@@ -813,7 +890,7 @@ class Engine:
         applied: list[Command] = []
         while True:
             effects = _Effects()
-            with self.session() as s, s.begin():
+            with self._transaction(effects) as s:
                 workflow = self._workflow(s, workflow_id, lock=True)
                 command = s.scalars(
                     select(Command)
@@ -1008,7 +1085,7 @@ class Engine:
         if len(source) > MAX_SOURCE:
             raise TriggerRefused(f"'source' is longer than {MAX_SOURCE} characters")
         effects = _Effects()
-        with self.session() as s, s.begin():
+        with self._transaction(effects) as s:
             workflow = self.find_workflow(s, org_id, ref)
             workflow = self._workflow(s, workflow.id, lock=True)
             if workflow.state not in (W.STARTED, W.PAUSED):
@@ -1213,7 +1290,7 @@ class Engine:
     def _fire_timer(self, task_id: str, workflow_id: int, version: int) -> int:
         definition = self.definition(workflow_id, version)
         effects = _Effects()
-        with self.session() as s, s.begin():
+        with self._transaction(effects) as s:
             row = s.execute(
                 select(Task.activity, Task.due_at, Task.fired, Task.job_id, Task.vars).where(
                     Task.id == task_id, Task.state == T.WAITING
@@ -1342,7 +1419,7 @@ class Engine:
     def _reap(self, task_id: str) -> int:
         """A running task whose worker stopped beating: run it again, or fail it for good."""
         effects = _Effects()
-        with self.session() as s, s.begin():
+        with self._transaction(effects) as s:
             now = utcnow()
             row = s.execute(
                 select(
@@ -1416,7 +1493,7 @@ class Engine:
     def retry(self, task_id: str) -> None:
         """Run a failed task again (the workflow leaves `error` if it was there)."""
         effects = _Effects()
-        with self.session() as s, s.begin():
+        with self._transaction(effects) as s:
             task = self._task(s, task_id)
             workflow = self._workflow(s, task.workflow_id, lock=True)
             if task.state != T.FAILED:
@@ -1445,7 +1522,7 @@ class Engine:
     def skip(self, task_id: str) -> None:
         """Mark a failed, held, waiting or pending task done without running it; go on."""
         effects = _Effects()
-        with self.session() as s, s.begin():
+        with self._transaction(effects) as s:
             task = self._task(s, task_id)
             workflow = self._workflow(s, task.workflow_id, lock=True)
             if task.state not in (T.FAILED, T.HELD, T.WAITING, T.PENDING):
@@ -1496,7 +1573,7 @@ class Engine:
     def rerun_from(self, org_id: int | None, ref: str, activity: str) -> str:
         """Run `activity` again in its latest job, with the vars it last ran with."""
         effects = _Effects()
-        with self.session() as s, s.begin():
+        with self._transaction(effects) as s:
             workflow = self._workflow(s, self.find_workflow(s, org_id, ref).id, lock=True)
             if workflow.state in (W.EDITION, W.PAUSED):
                 raise CommandRefused(f"the workflow is {workflow.state}; it cannot rerun now")
@@ -1542,7 +1619,7 @@ class Engine:
     def release(self, task_id: str) -> None:
         """Let a task of a suspended activity run."""
         effects = _Effects()
-        with self.session() as s, s.begin():
+        with self._transaction(effects) as s:
             task = self._task(s, task_id)
             if task.state != T.HELD or task.reason != SUSPENDED_REASON:
                 raise CommandRefused("only a task of a suspended activity can be released")

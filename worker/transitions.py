@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, insert, update
 from sqlalchemy.orm import Session
 
 from worker.db import utcnow
 from worker.models import StateEvent, Task, Workflow
 from worker.states import TaskState, WorkflowState, task_can, workflow_can
+
+TASK = cast(Table, Task.__table__)
+EVENT = cast(Table, StateEvent.__table__)
 
 
 def set_workflow_state(
@@ -59,35 +62,48 @@ def set_task_state(
     to_state: TaskState,
     *,
     attempt: int | None = None,
+    events: list[dict[str, Any]] | None = None,
     **values: Any,
 ) -> bool:
-    """Move one task from `from_state` to `to_state` (fenced by `attempt` when given)."""
+    """Move one task from `from_state` to `to_state` (fenced by `attempt` when given).
+
+    With `events`, the event row is appended there for the caller to write with others
+    (`write_events`) before it commits: one statement instead of one per transition.
+    """
     if not task_can(from_state, to_state):
         raise ValueError(f"task transition {from_state} -> {to_state} is not allowed")
     now = utcnow()
-    stmt = update(Task).where(Task.id == task_id, Task.state == from_state)
+    # Core statements on the table: this is the hot path, the ORM layer costs more than the SQL.
+    stmt = update(TASK).where(TASK.c.id == task_id, TASK.c.state == from_state)
     if attempt is not None:
-        stmt = stmt.where(Task.attempt == attempt)
-    result = session.execute(
-        stmt.values(state=to_state, updated_at=now, **values)
-        .returning(Task.attempt)
-        .execution_options(synchronize_session=False)
-    )
-    row = result.first()
+        stmt = stmt.where(TASK.c.attempt == attempt)
+    connection = session.connection()
+    row = connection.execute(
+        stmt.values(state=to_state, updated_at=now, **values).returning(TASK.c.attempt)
+    ).first()
     if row is None:
         return False
-    session.execute(
-        insert(StateEvent).values(
-            workflow_id=workflow_id,
-            entity="task",
-            entity_id=task_id,
-            from_state=from_state,
-            to_state=to_state,
-            attempt=row[0],
-            at=now,
-        )
-    )
+    event = {
+        "workflow_id": workflow_id,
+        "entity": "task",
+        "entity_id": task_id,
+        "from_state": from_state,
+        "to_state": to_state,
+        "attempt": row[0],
+        "at": now,
+    }
+    if events is None:
+        connection.execute(insert(EVENT), [event])
+    else:
+        events.append(event)
     return True
+
+
+def write_events(session: Session, events: list[dict[str, Any]]) -> None:
+    """Write buffered state events in one statement, then forget them."""
+    if events:
+        session.connection().execute(insert(EVENT), events)
+        events.clear()
 
 
 def set_tasks_state(
@@ -132,16 +148,48 @@ def set_tasks_state(
     return ids
 
 
-def record_new_task(session: Session, task: Task) -> None:
-    """Insert a new task row with its creation event."""
-    session.add(task)
-    session.add(
-        StateEvent(
-            workflow_id=task.workflow_id,
-            entity="task",
-            entity_id=task.id,
-            from_state=None,
-            to_state=task.state,
-            at=task.created_at,
-        )
+def record_new_task(
+    session: Session, task: Task, events: list[dict[str, Any]] | None = None
+) -> None:
+    """Insert a new task row with its creation event (buffered in `events` when given)."""
+    record_new_tasks(session, [task], events)
+
+
+def record_new_tasks(
+    session: Session, tasks: list[Task], events: list[dict[str, Any]] | None = None
+) -> None:
+    """Insert new task rows and their creation events."""
+    if not tasks:
+        return
+    connection = session.connection()
+    connection.execute(insert(TASK), [_row(t) for t in tasks])
+    buffer = [] if events is None else events
+    buffer.extend(
+        [
+            {
+                "workflow_id": t.workflow_id,
+                "entity": "task",
+                "entity_id": t.id,
+                "from_state": None,
+                "to_state": t.state,
+                "attempt": None,
+                "at": t.created_at,
+            }
+            for t in tasks
+        ]
     )
+    if events is None:
+        write_events(session, buffer)
+
+
+def _row(task: Task) -> dict[str, Any]:
+    """A task object as column values, with the ORM defaults the object did not set."""
+    values: dict[str, Any] = {}
+    for column in TASK.columns:
+        value = getattr(task, column.key)
+        default = column.default
+        if value is None and default is not None:
+            arg = getattr(default, "arg", None)
+            value = arg(None) if callable(arg) else arg
+        values[column.key] = value
+    return values

@@ -115,6 +115,9 @@ class ActivityType:
     joins: ClassVar[bool] = False
     #: Data activities count against CARILLON_MAX_RUNNING_WORKFLOWS.
     data: ClassVar[bool] = False
+    #: Quick activities (no effect outside the database, microseconds of work) are claimed,
+    #: run and completed in one transaction: a crash rolls the whole run back.
+    quick: ClassVar[bool] = False
 
     def validate(self, activity: Activity) -> None:
         """Check the options at save time; raise DefinitionError naming the problem."""

@@ -25,6 +25,7 @@ class Start(ActivityType):
     """Begins the workflow when it is started."""
 
     name = "start"
+    quick = True
     entry = True
     entry_only = True
 
@@ -50,6 +51,7 @@ class End(ActivityType):
     """Ends a branch; may trigger another workflow's signal, or finish the whole workflow."""
 
     name = "end"
+    quick = True
     options = {
         "signal": Option((dict,), check=_check_end_signal),
         "terminate": Option((bool,)),
@@ -75,6 +77,7 @@ class ExternalSignal(ActivityType):
     """Waits for an API call (or an end activity) with typed parameters; each trigger is a job."""
 
     name = "externalSignal"
+    quick = True
     entry = True
     listener = True
     breaks_loops = True
@@ -99,6 +102,7 @@ class Scheduler(ActivityType):
     """Fires on a calendar; each fire starts a job. Keeps the workflow started until it expires."""
 
     name = "scheduler"
+    quick = True
     entry = True
     entry_only = True
     listener = True
@@ -135,6 +139,7 @@ class Wait(ActivityType):
     """Waits for a duration (`1d 8h 30mn`) or until a date; a durable timer, not a sleep."""
 
     name = "wait"
+    quick = True
     breaks_loops = True
     options = {
         "duration": Option((str,)),
@@ -189,6 +194,7 @@ class Test(ActivityType):
     """Ordered conditions on vars and counts; the first true one's outlet fires, else default."""
 
     name = "test"
+    quick = True
     deciding = True
     options = {
         "conditions": Option((list,), required=True, check=_check_conditions),
@@ -219,6 +225,7 @@ class Fork(ActivityType):
     """Starts every branch listed in its `done` transition at once."""
 
     name = "fork"
+    quick = True
 
     def run(self, ctx: Context) -> Outcome:
         return Outcome()
@@ -229,6 +236,7 @@ class AndJoin(ActivityType):
     """Waits for every inbound branch of the same job, then continues with their merged vars."""
 
     name = "andJoin"
+    quick = True
     joins = True
 
     def run(self, ctx: Context) -> Outcome:
@@ -240,6 +248,7 @@ class Jump(ActivityType):
     """Continues at another activity of the workflow (loops need a wait or scheduler)."""
 
     name = "jump"
+    quick = True
     options = {"target": Option((str,), required=True)}
 
     def outlets(self, activity: Activity) -> frozenset[str]:
