@@ -19,13 +19,13 @@ from kombu.utils.json import dumps
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: Any, message: Any) -> None:
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         staging = os.path.join(os.path.dirname(self.data_folder_out.rstrip("/")), "staging")
         os.makedirs(staging, exist_ok=True)
         temporary = os.path.join(staging, name)
         with open(temporary, "wb") as f:
-            f.write(str_to_bytes(dumps(message)))
+            f.write(str_to_bytes(dumps(payload)))
         os.replace(temporary, os.path.join(self.data_folder_out, name))
 
 
