@@ -19,7 +19,8 @@ from kombu.utils.json import dumps
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:
+    # kombu's two bases name the second parameter differently; we follow filesystem's.
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         staging = os.path.join(os.path.dirname(self.data_folder_out.rstrip("/")), "staging")
         os.makedirs(staging, exist_ok=True)
