@@ -42,6 +42,7 @@ from worker.models import (
 from worker.signals import coerce
 from worker.states import ACTIVE_TASK_STATES, TaskState, WorkflowState
 from worker.transitions import (
+    complete_task,
     record_new_task,
     set_task_state,
     set_tasks_state,
@@ -367,23 +368,17 @@ class Engine:
         effects: _Effects,
     ) -> bool:
         """Record the outcome and create the successors, fenced by the attempt; True to chain on."""
-        now = utcnow()
         out_vars = {**ctx.vars, **outcome.vars} if outcome.vars else ctx.vars
         out_counts = {**ctx.counts, **outcome.counts} if outcome.counts else ctx.counts
-        values: dict[str, Any] = {"finished_at": now, "outlets": list(outcome.outlets)}
-        if outcome.vars:
-            values["vars"] = out_vars
-        if outcome.counts:
-            values["counts"] = out_counts
-        if not set_task_state(
+        if not complete_task(
             s,
             claimed.task_id,
             claimed.workflow_id,
-            T.RUNNING,
-            T.DONE,
-            attempt=claimed.attempt,
+            claimed.attempt,
+            outlets=list(outcome.outlets),
+            vars=out_vars,
+            counts=out_counts,
             events=effects.events,
-            **values,
         ):
             raise _Fenced
         activity = definition.activity(claimed.activity)
@@ -627,25 +622,32 @@ class Engine:
         task_id = chained_id if (chained_id and state == T.PENDING) else new_id()
         record_new_task(
             s,
-            events=effects.events,
-            task=Task(
-                id=task_id,
-                workflow_id=workflow_id,
-                job_id=job_id,
-                parent_id=parent_id,
-                activity=activity_name,
-                activity_type=activity.type,
-                version=version,
-                state=state,
-                attempt=0,
-                vars=vars,
-                counts=counts,
-                reason=reason,
-                due_at=due_at,
-                created_at=now,
-                updated_at=now,
-                finished_at=now if state in (T.ABORTED, T.DONE) else None,
-            ),
+            {
+                "id": task_id,
+                "workflow_id": workflow_id,
+                "job_id": job_id,
+                "parent_id": parent_id,
+                "activity": activity_name,
+                "activity_type": activity.type,
+                "version": version,
+                "state": state,
+                "attempt": 0,
+                "vars": vars,
+                "counts": counts,
+                "outlets": None,
+                "reason": reason,
+                "error": None,
+                "created_at": now,
+                "updated_at": now,
+                "started_at": None,
+                "finished_at": now if state in (T.ABORTED, T.DONE) else None,
+                "heartbeat_at": None,
+                "due_at": due_at,
+                "fired": 0,
+                "last_trigger_at": None,
+                "worker": None,
+            },
+            effects.events,
         )
         if state == T.PENDING and not chained_id:
             effects.publish.append((definition, activity_name, task_id))

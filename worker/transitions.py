@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from worker.db import utcnow
@@ -14,6 +14,23 @@ from worker.states import TaskState, WorkflowState, task_can, workflow_can
 
 TASK = cast(Table, Task.__table__)
 EVENT = cast(Table, StateEvent.__table__)
+#: Built once: completing a task is the engine's most frequent write.
+_COMPLETE = (
+    update(TASK)
+    .where(
+        TASK.c.id == bindparam("b_task_id"),
+        TASK.c.state == TaskState.RUNNING.value,
+        TASK.c.attempt == bindparam("b_attempt"),
+    )
+    .values(
+        state=TaskState.DONE.value,
+        updated_at=bindparam("b_now"),
+        finished_at=bindparam("b_now"),
+        outlets=bindparam("b_outlets", type_=TASK.c.outlets.type),
+        vars=bindparam("b_vars", type_=TASK.c.vars.type),
+        counts=bindparam("b_counts", type_=TASK.c.counts.type),
+    )
+)
 
 
 def set_workflow_state(
@@ -99,6 +116,46 @@ def set_task_state(
     return True
 
 
+def complete_task(
+    session: Session,
+    task_id: str,
+    workflow_id: int,
+    attempt: int,
+    *,
+    outlets: list[str],
+    vars: dict[str, Any],
+    counts: dict[str, Any],
+    events: list[dict[str, Any]],
+) -> bool:
+    """running -> done for the attempt that owns the task (fencing token); False if not."""
+    now = utcnow()
+    result = session.connection().execute(
+        _COMPLETE,
+        {
+            "b_task_id": task_id,
+            "b_attempt": attempt,
+            "b_now": now,
+            "b_outlets": outlets,
+            "b_vars": vars,
+            "b_counts": counts,
+        },
+    )
+    if result.rowcount != 1:
+        return False
+    events.append(
+        {
+            "workflow_id": workflow_id,
+            "entity": "task",
+            "entity_id": task_id,
+            "from_state": TaskState.RUNNING.value,
+            "to_state": TaskState.DONE.value,
+            "attempt": attempt,
+            "at": now,
+        }
+    )
+    return True
+
+
 def write_events(session: Session, events: list[dict[str, Any]]) -> None:
     """Write buffered state events in one statement, then forget them."""
     if events:
@@ -149,37 +206,27 @@ def set_tasks_state(
 
 
 def record_new_task(
-    session: Session, task: Task, events: list[dict[str, Any]] | None = None
+    session: Session, task: Task | dict[str, Any], events: list[dict[str, Any]] | None = None
 ) -> None:
-    """Insert a new task row with its creation event (buffered in `events` when given)."""
-    record_new_tasks(session, [task], events)
+    """Insert a new task row (an object or its column values) with its creation event.
 
-
-def record_new_tasks(
-    session: Session, tasks: list[Task], events: list[dict[str, Any]] | None = None
-) -> None:
-    """Insert new task rows and their creation events."""
-    if not tasks:
-        return
-    connection = session.connection()
-    connection.execute(insert(TASK), [_row(t) for t in tasks])
-    buffer = [] if events is None else events
-    buffer.extend(
-        [
-            {
-                "workflow_id": t.workflow_id,
-                "entity": "task",
-                "entity_id": t.id,
-                "from_state": None,
-                "to_state": t.state,
-                "attempt": None,
-                "at": t.created_at,
-            }
-            for t in tasks
-        ]
-    )
+    With `events`, the creation event is buffered there for `write_events`.
+    """
+    row = task if isinstance(task, dict) else _row(task)
+    session.connection().execute(insert(TASK), [row])
+    event = {
+        "workflow_id": row["workflow_id"],
+        "entity": "task",
+        "entity_id": row["id"],
+        "from_state": None,
+        "to_state": row["state"],
+        "attempt": None,
+        "at": row["created_at"],
+    }
     if events is None:
-        write_events(session, buffer)
+        session.connection().execute(insert(EVENT), [event])
+    else:
+        events.append(event)
 
 
 def _row(task: Task) -> dict[str, Any]:
