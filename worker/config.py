@@ -69,7 +69,7 @@ class Settings:
             queues=_list(env, "CARILLON_QUEUES"),
             activity_modules=_list(env, "CARILLON_ACTIVITY_MODULES"),
             api_host=env.get("CARILLON_API_HOST", "127.0.0.1"),
-            api_port=_int(env, "CARILLON_API_PORT", 8080, minimum=1),
+            api_port=_int(env, "CARILLON_API_PORT", 8080, minimum=1, maximum=65535),
             public_url=env.get("CARILLON_PUBLIC_URL", ""),
             failpoint=env.get("CARILLON_FAILPOINT", ""),
         )
@@ -103,7 +103,9 @@ class Settings:
         return self.home / "broker"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int = 10**9
+) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -113,6 +115,8 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 

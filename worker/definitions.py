@@ -20,12 +20,15 @@ from worker.activities.base import (
 )
 from worker.errors import DefinitionError
 
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}\Z")
 WORKFLOW_KEYS = frozenset(
     {"id", "label", "onError", "consecutiveErrors", "historyDays", "activities", "description"}
 )
 MAX_ACTIVITIES = 500
 MAX_DEFINITION_BYTES = 1_000_000
+#: Deepest bracket nesting accepted before parsing (PyYAML is quadratic on deep nesting).
+MAX_NESTING = 64
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 @dataclass(frozen=True)
@@ -75,13 +78,32 @@ def load_text(text: str) -> dict[str, Any]:
     """Parse a JSON or YAML document into a dict, with a clear error when it is neither."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_DEFINITION_BYTES:
         raise DefinitionError(f"definition is larger than {MAX_DEFINITION_BYTES} bytes")
+    depth = deepest = 0
+    for bracket in _BRACKETS.finditer(text):
+        depth += 1 if bracket.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_NESTING:
+        raise DefinitionError(f"definition is nested too deeply (more than {MAX_NESTING} levels)")
     try:
-        body = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        if text.lstrip().startswith("{"):
+            body = json.loads(text)
+        else:
+            _refuse_yaml_aliases(text)
+            body = yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise DefinitionError(f"definition is neither valid JSON nor YAML: {exc}") from None
+    except RecursionError:
+        raise DefinitionError("definition is nested too deeply") from None
     if not isinstance(body, dict):
         raise DefinitionError("definition must be a mapping with 'id' and 'activities'")
     return body
+
+
+def _refuse_yaml_aliases(text: str) -> None:
+    """Aliases let a 1 KB document expand to gigabytes ("billion laughs"); definitions need none."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise DefinitionError("YAML aliases (*name) are not allowed in definitions")
 
 
 def parse(body: Mapping[str, Any]) -> Definition:
@@ -101,8 +123,11 @@ def parse(body: Mapping[str, Any]) -> Definition:
     label = body.get("label", workflow_id)
     if not isinstance(label, str) or len(label) > 255:
         raise DefinitionError("'label' must be a string of at most 255 characters")
+    description = body.get("description", "")
+    if not isinstance(description, str) or len(description) > 4000:
+        raise DefinitionError("'description' must be a string of at most 4000 characters")
     on_error = body.get("onError", "suspend")
-    if on_error not in ERROR_POLICIES:
+    if not isinstance(on_error, str) or on_error not in ERROR_POLICIES:
         raise DefinitionError(f"'onError' must be one of {sorted(ERROR_POLICIES)}")
     consecutive = _positive_int(body, "consecutiveErrors", 3, maximum=1000)
     history_days = _positive_int(body, "historyDays", 30, maximum=3650)
@@ -153,10 +178,10 @@ def _parse_activity(raw: Any, index: int) -> Activity:
     activity_type = registry.get(type_name, activity=name)
     transitions = _parse_transitions(raw.get("transitions", {}), name)
     on_error = raw.get("onError")
-    if on_error is not None and on_error not in ERROR_POLICIES:
+    if on_error is not None and (not isinstance(on_error, str) or on_error not in ERROR_POLICIES):
         raise DefinitionError(f"'onError' must be one of {sorted(ERROR_POLICIES)}", activity=name)
     execution = raw.get("execution", "normal")
-    if execution not in EXECUTION_MODES:
+    if not isinstance(execution, str) or execution not in EXECUTION_MODES:
         raise DefinitionError(
             f"'execution' must be one of {sorted(EXECUTION_MODES)}", activity=name
         )

@@ -757,7 +757,7 @@ class Engine:
                 finished_at=now,
             )
         workflow = self._workflow(s, workflow_id, lock=True)
-        set_workflow_state(s, workflow, W.FINISHED, from_states=[W.STARTED, W.PAUSED], ended_at=now)
+        set_workflow_state(s, workflow, W.FINISHED, from_states=[W.STARTED], ended_at=now)
         self._log(
             s, workflow_id, None, task_id, activity, "info", "workflow finished by its end activity"
         )

@@ -11,9 +11,10 @@ from typing import Any
 from worker.errors import TriggerRefused
 
 PARAMETER_TYPES = frozenset({"string", "number", "boolean", "datetime"})
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 MAX_PARAMETERS = 100
 MAX_STRING = 16_384
+_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?\Z")
 # ISO 8601 with a 'T' or the platform's space form: 2019-04-03 08:17:19.100Z
 _DATETIME_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?$"
@@ -29,7 +30,7 @@ def check_declaration(parameters: Any) -> str | None:
     for name, kind in parameters.items():
         if not isinstance(name, str) or not NAME_RE.match(name):
             return f"invalid parameter name {name!r}"
-        if kind not in PARAMETER_TYPES:
+        if not isinstance(kind, str) or kind not in PARAMETER_TYPES:
             return f"parameter '{name}' has type {kind!r}; use one of {sorted(PARAMETER_TYPES)}"
     return None
 
@@ -63,6 +64,8 @@ def _coerce_one(kind: str, raw: Any) -> Any:
     if kind == "string":
         if isinstance(raw, bool) or not isinstance(raw, str | int | float):
             raise ValueError("expected a string")
+        if isinstance(raw, float) and not math.isfinite(raw):
+            raise ValueError("not a finite number")
         text = raw if isinstance(raw, str) else str(raw)
         if len(text) > MAX_STRING:
             raise ValueError(f"longer than {MAX_STRING} characters")
@@ -72,10 +75,11 @@ def _coerce_one(kind: str, raw: Any) -> Any:
             raise ValueError("expected a number, got a boolean")
         if isinstance(raw, int | float):
             number: float | int = raw
-        elif isinstance(raw, str) and len(raw) <= 64:
-            number = float(raw) if any(c in raw for c in ".eE") else int(raw)
+        elif isinstance(raw, str) and len(raw) <= 64 and _NUMBER_RE.match(raw.strip()):
+            text = raw.strip()
+            number = float(text) if any(c in text for c in ".eE") else int(text)
         else:
-            raise ValueError("expected a number")
+            raise ValueError("expected a number such as 42 or -3.5")
         if isinstance(number, float) and not math.isfinite(number):
             raise ValueError("not a finite number")
         return number
@@ -98,4 +102,7 @@ def parse_datetime(raw: Any) -> dt.datetime:
     value = dt.datetime.fromisoformat(text)
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("the date-time is outside the supported calendar in UTC") from None

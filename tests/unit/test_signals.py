@@ -268,12 +268,6 @@ def test_a_malformed_datetime_is_refused(raw: Any) -> None:
 
 
 @pytest.mark.parametrize("raw", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
-@pytest.mark.xfail(
-    raises=OverflowError,
-    strict=True,
-    reason="bug: signals.py parse_datetime converts to UTC outside the datetime range and "
-    "raises OverflowError, which coerce() does not turn into a TriggerRefused",
-)
 def test_a_datetime_that_leaves_the_calendar_in_utc_is_refused(raw: str) -> None:
     refused_one("datetime", raw)
 
@@ -341,20 +335,9 @@ def test_the_maximum_number_of_parameters_may_be_declared() -> None:
 
 
 @pytest.mark.parametrize("kind", [["string"], {"type": "string"}])
-@pytest.mark.xfail(
-    raises=TypeError,
-    strict=True,
-    reason="bug: signals.py check_declaration tests `kind not in PARAMETER_TYPES`, "
-    "a TypeError for a list or object",
-)
 def test_a_declared_type_that_is_a_list_or_object_is_refused(kind: Any) -> None:
     assert check_declaration({"a": kind}) is not None
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="bug: signals.NAME_RE ends with '$', which also matches before a final '\\n'",
-)
 def test_a_parameter_name_with_a_trailing_newline_is_refused() -> None:
     assert check_declaration({"segment\n": "string"}) is not None

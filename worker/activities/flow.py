@@ -16,7 +16,7 @@ from worker.activities.base import (
     Outcome,
     SignalRequest,
 )
-from worker.errors import DefinitionError, ScheduleError
+from worker.errors import DefinitionError, FilterError, ScheduleError
 from worker.registry import register
 
 
@@ -38,7 +38,7 @@ def _check_end_signal(value: Any) -> str | None:
         return "must be {workflow, activity, parameters}"
     unknown = set(value) - {"workflow", "activity", "parameters"}
     if unknown:
-        return f"unknown key(s) {sorted(unknown)}"
+        return f"unknown key(s) {sorted(map(str, unknown))}"
     if not isinstance(value.get("workflow"), str) or not isinstance(value.get("activity"), str):
         return "'workflow' and 'activity' are required names"
     if not isinstance(value.get("parameters", {}), Mapping):
@@ -112,7 +112,7 @@ class Scheduler(ActivityType):
         unknown = set(activity.options) - schedules.ALLOWED_OPTIONS
         if unknown:
             raise DefinitionError(
-                f"unknown option(s) {sorted(unknown)} for type 'scheduler' "
+                f"unknown option(s) {sorted(map(str, unknown))} for type 'scheduler' "
                 f"(known: {sorted(schedules.ALLOWED_OPTIONS)})",
                 activity=activity.name,
             )
@@ -185,7 +185,10 @@ def _check_conditions(value: Any) -> str | None:
         if name in seen:
             return f"condition name '{name}' is used twice"
         seen.add(name)
-        filters.validate_filter(condition["when"], where=f"conditions[{index}].when")
+        try:
+            filters.validate_filter(condition["when"], where=f"conditions[{index}].when")
+        except FilterError as exc:
+            return exc.message
     return None
 
 
