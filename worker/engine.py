@@ -15,9 +15,9 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import definitions
@@ -32,7 +32,6 @@ from worker.models import (
     Job,
     JoinArrival,
     LogLine,
-    StateEvent,
     Task,
     Trigger,
     Workflow,
@@ -42,6 +41,7 @@ from worker.models import (
 from worker.signals import coerce
 from worker.states import ACTIVE_TASK_STATES, TaskState, WorkflowState
 from worker.transitions import (
+    claim_task,
     complete_task,
     record_new_task,
     set_task_state,
@@ -107,43 +107,6 @@ class _Claimed:
     vars: dict[str, Any]
     counts: dict[str, Any]
     attempt: int
-
-
-TASK = cast(Table, Task.__table__)
-EVENT = cast(Table, StateEvent.__table__)
-WORKFLOW = cast(Table, Workflow.__table__)
-#: Built once: the claim runs for every task, statement construction is not free.
-_CLAIM = (
-    update(TASK)
-    .where(
-        TASK.c.id == bindparam("task_id"),
-        or_(
-            TASK.c.state == bindparam("pending"),
-            and_(TASK.c.state == bindparam("running"), TASK.c.heartbeat_at < bindparam("stale")),
-        ),
-        exists().where(
-            WORKFLOW.c.id == TASK.c.workflow_id, WORKFLOW.c.state == bindparam("started")
-        ),
-    )
-    .values(
-        state=TaskState.RUNNING.value,
-        attempt=TASK.c.attempt + 1,
-        started_at=bindparam("now"),
-        heartbeat_at=bindparam("now"),
-        updated_at=bindparam("now"),
-        worker=bindparam("worker"),
-        reason=None,
-    )
-    .returning(
-        TASK.c.workflow_id,
-        TASK.c.job_id,
-        TASK.c.activity,
-        TASK.c.version,
-        TASK.c.vars,
-        TASK.c.counts,
-        TASK.c.attempt,
-    )
-)
 
 
 def _crash_once(failpoint: str) -> None:
@@ -293,34 +256,9 @@ class Engine:
         events: list[dict[str, Any]] | None = None,
     ) -> _Claimed | None:
         stale = now - dt.timedelta(seconds=self.settings.lease_seconds)
-        connection = s.connection()
-        row = connection.execute(
-            _CLAIM,
-            {
-                "task_id": task_id,
-                "pending": T.PENDING,
-                "running": T.RUNNING,
-                "stale": stale,
-                "started": W.STARTED,
-                "now": now,
-                "worker": self.worker_name,
-            },
-        ).first()
+        row = claim_task(s, task_id, now, stale, self.worker_name, events)
         if row is None:
             return None
-        event = {
-            "workflow_id": row.workflow_id,
-            "entity": "task",
-            "entity_id": task_id,
-            "from_state": T.PENDING if row.attempt == 1 else None,
-            "to_state": T.RUNNING,
-            "attempt": row.attempt,
-            "at": now,
-        }
-        if events is None:
-            connection.execute(insert(EVENT), [event])
-        else:
-            events.append(event)
         return _Claimed(
             task_id,
             row.workflow_id,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import Row, Table, and_, bindparam, exists, insert, or_, update
 from sqlalchemy.orm import Session
 
 from worker.db import utcnow
@@ -14,6 +15,39 @@ from worker.states import TaskState, WorkflowState, task_can, workflow_can
 
 TASK = cast(Table, Task.__table__)
 EVENT = cast(Table, StateEvent.__table__)
+WORKFLOW = cast(Table, Workflow.__table__)
+#: Built once: the claim runs for every task, statement construction is not free.
+_CLAIM = (
+    update(TASK)
+    .where(
+        TASK.c.id == bindparam("task_id"),
+        or_(
+            TASK.c.state == bindparam("pending"),
+            and_(TASK.c.state == bindparam("running"), TASK.c.heartbeat_at < bindparam("stale")),
+        ),
+        exists().where(
+            WORKFLOW.c.id == TASK.c.workflow_id, WORKFLOW.c.state == bindparam("started")
+        ),
+    )
+    .values(
+        state=TaskState.RUNNING.value,
+        attempt=TASK.c.attempt + 1,
+        started_at=bindparam("now"),
+        heartbeat_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        worker=bindparam("worker"),
+        reason=None,
+    )
+    .returning(
+        TASK.c.workflow_id,
+        TASK.c.job_id,
+        TASK.c.activity,
+        TASK.c.version,
+        TASK.c.vars,
+        TASK.c.counts,
+        TASK.c.attempt,
+    )
+)
 #: Built once: completing a task is the engine's most frequent write.
 _COMPLETE = (
     update(TASK)
@@ -114,6 +148,47 @@ def set_task_state(
     else:
         events.append(event)
     return True
+
+
+def claim_task(
+    session: Session,
+    task_id: str,
+    now: dt.datetime,
+    stale: dt.datetime,
+    worker: str,
+    events: list[dict[str, Any]] | None = None,
+) -> Row[Any] | None:
+    """pending -> running (or a running task whose heartbeat is older than `stale`), only
+    while its workflow is started; increments the attempt, the fencing token. None if not."""
+    connection = session.connection()
+    row = connection.execute(
+        _CLAIM,
+        {
+            "task_id": task_id,
+            "pending": TaskState.PENDING.value,
+            "running": TaskState.RUNNING.value,
+            "stale": stale,
+            "started": WorkflowState.STARTED.value,
+            "now": now,
+            "worker": worker,
+        },
+    ).first()
+    if row is None:
+        return None
+    event = {
+        "workflow_id": row.workflow_id,
+        "entity": "task",
+        "entity_id": task_id,
+        "from_state": TaskState.PENDING.value if row.attempt == 1 else None,
+        "to_state": TaskState.RUNNING.value,
+        "attempt": row.attempt,
+        "at": now,
+    }
+    if events is None:
+        connection.execute(insert(EVENT), [event])
+    else:
+        events.append(event)
+    return row
 
 
 def complete_task(
