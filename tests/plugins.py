@@ -73,3 +73,12 @@ class Effect(ActivityType):
         )
         ctx.log(f"effect recorded by pid {os.getpid()}")
         return Outcome(vars={f"{ctx.activity.name}Done": True})
+
+
+@register
+class DataEffect(Effect):
+    """An `effect` that counts as a data activity (CARILLON_MAX_RUNNING_WORKFLOWS)."""
+
+    name = "dataEffect"
+    family = "data"
+    data = True

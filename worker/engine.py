@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import definitions
+from worker import definitions, registry
 from worker.activities.base import Activity, Context, Outcome, SignalRequest
 from worker.config import Settings
 from worker.db import utcnow
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 T, W = TaskState, WorkflowState
 METHODS = ("start", "pause", "resume", "stop")
+DATA_SLOT_LOCK = 4_717_002  # advisory lock key of the data-activity slots
 SUSPENDED_REASON = "activity suspended: release it to run"
 PAUSED_REASON = "workflow paused"
 ERROR_REASON = "workflow in error"
@@ -91,6 +92,10 @@ class _Effects:
 
 class _Fenced(Exception):
     """A newer attempt owns the task; roll back whatever this one did."""
+
+
+class _NoDataSlot(Exception):
+    """CARILLON_MAX_RUNNING_WORKFLOWS workflows already run data activities."""
 
 
 class _ActivityFailed(Exception):
@@ -175,30 +180,64 @@ class Engine:
         now = utcnow()
         effects = _Effects()
         error: Exception | None = None
-        with self._transaction(effects) as s:
-            claimed = self._claim(s, task_id, now, effects.events)
-            if claimed is None:
-                return self._refuse_claim(s, task_id)
-            definition = self.definition(claimed.workflow_id, claimed.version, s)
-            kind = definition.type_of(claimed.activity)
-            if not kind.quick:
-                write_events(s, effects.events)
-            else:
-                # Claim, run and complete in one transaction: no effect outside the database.
-                ctx = self._context(claimed, definition, now, s)
-                try:
-                    outcome = kind.run(ctx)
-                except Exception as exc:  # the claim commits; the failure is recorded below
-                    error = exc
+        try:
+            with self._transaction(effects) as s:
+                claimed = self._claim(s, task_id, now, effects.events)
+                if claimed is None:
+                    return self._refuse_claim(s, task_id)
+                definition = self.definition(claimed.workflow_id, claimed.version, s)
+                kind = definition.type_of(claimed.activity)
+                if kind.data:
+                    self._check_data_slot(s, claimed.workflow_id)
+                if not kind.quick:
+                    write_events(s, effects.events)
                 else:
-                    more = self._complete(s, claimed, definition, outcome, ctx, chained, effects)
-                write_events(s, effects.events)
+                    # Claim, run and complete in one transaction: no effect outside the database.
+                    ctx = self._context(claimed, definition, now, s)
+                    try:
+                        outcome = kind.run(ctx)
+                    except Exception as exc:  # the claim commits; the failure is recorded below
+                        error = exc
+                    else:
+                        more = self._complete(
+                            s, claimed, definition, outcome, ctx, chained, effects
+                        )
+                    write_events(s, effects.events)
+        except _NoDataSlot as full:
+            # The claim was rolled back: the task stays pending and the tick publishes it again.
+            with self.session() as s, s.begin():
+                s.execute(
+                    update(Task)
+                    .where(Task.id == task_id, Task.state == T.PENDING)
+                    .values(reason=str(full), updated_at=utcnow())
+                )
+            return RunResult("queued")
         if kind.quick:
             if error is not None:
                 return self._fail(claimed, definition, error, ctx.logs)
             self._after_commit(effects)
             return RunResult("done", more)
         return self._run_claimed(claimed, definition, chained)
+
+    def _check_data_slot(self, s: Session, workflow_id: int) -> None:
+        """At most CARILLON_MAX_RUNNING_WORKFLOWS workflows run data activities at once."""
+        if s.get_bind().dialect.name == "postgresql":
+            # Serialise data claims, so two cannot both see the last free slot.
+            s.execute(select(func.pg_advisory_xact_lock(DATA_SLOT_LOCK)))
+        data_types = registry.data_types()
+        busy = s.execute(
+            select(func.count(func.distinct(Task.workflow_id))).where(
+                Task.state == T.RUNNING,
+                Task.activity_type.in_(data_types),
+                Task.workflow_id != workflow_id,
+            )
+        ).scalar_one()
+        limit = self.settings.max_running_workflows
+        if busy >= limit:
+            raise _NoDataSlot(
+                f"queued: {busy} workflow(s) run data activities (CARILLON_MAX_RUNNING_WORKFLOWS"
+                f"={limit}); it runs when one finishes"
+            )
 
     def _context(
         self, claimed: _Claimed, definition: Definition, now: dt.datetime, s: Session

@@ -49,3 +49,9 @@ def get(name: str, *, activity: str | None = None) -> ActivityType:
 def names() -> list[str]:
     load()
     return sorted(_TYPES)
+
+
+def data_types() -> list[str]:
+    """Type names of the data activities (they count against the running-workflows limit)."""
+    load()
+    return sorted(name for name, kind in _TYPES.items() if kind.data)

@@ -30,6 +30,7 @@ from worker.config import Settings
 from worker.db import make_engine, make_session_factory
 from worker.engine import Engine
 from worker.models import Workflow
+from worker.queues import CONTROL_QUEUE, QUEUES
 from worker.stack import beat_command, worker_command
 from worker.tasks import CeleryDispatcher
 
@@ -129,6 +130,17 @@ class Stack(Harness):
     def stop_all(self) -> None:
         for name in list(self.processes):
             self.kill(name, signal.SIGTERM)
+
+    def activity_queues_drained(self) -> bool:
+        """I5: no activity message left in the broker (the control queue ticks all the time)."""
+        if not self.settings.broker_url.startswith("redis"):
+            folder = self.settings.broker_folder / "queue"
+            return not [p for p in folder.iterdir() if ".carillon.control." not in p.name]
+        client = redis.Redis.from_url(self.settings.broker_url)
+        try:
+            return all(client.llen(q) == 0 for q in QUEUES if q != CONTROL_QUEUE)
+        finally:
+            client.close()
 
     def state(self, name: str) -> str:
         with self.sessions() as s:

@@ -67,7 +67,8 @@ def task_rows(stack: Stack, workflow: str) -> list[Any]:
 
 
 def check_invariants(stack: Stack, workflow: str) -> None:
-    """I1 nothing left active; I4 every recorded task transition is an allowed one."""
+    """I1 nothing left active; I4 only allowed task transitions; I5 activity queues drained."""
+    wait_for(stack.activity_queues_drained, 30, "the activity queues to drain")
     rows = task_rows(stack, workflow)
     assert not [r for r in rows if r.state in ACTIVE_TASK_STATES and r.activity != "signal1"]
     with stack.sessions() as s:
@@ -301,3 +302,61 @@ def test_an_external_signal_with_the_seeds_parameters_reaches_its_end(stack: Sta
     }
     assert stack.state(name) == "started"
     stack.engine.command(None, name, "stop")
+
+
+def test_a_zombie_worker_resumed_after_its_lease_cannot_complete_its_stale_attempt(
+    stack: Stack, tmp_path: Path
+) -> None:
+    import os
+
+    started = tmp_path / "started"
+    started.mkdir()
+    name = stack.save(fork_join(unique("zombie"), seconds=3, startedDir=str(started)))
+    stack.engine.command(None, name, "start")
+    wait_for(lambda: (started / "a1.1").exists(), 60, "a1 attempt 1 to start")
+    zombie = int((started / "a1.1").read_text())
+    # Given the process running attempt 1 is frozen (F4) past its lease
+    os.kill(zombie, signal.SIGSTOP)
+    try:
+        # When the reaper has another process run attempt 2
+        wait_for(lambda: (started / "a1.2").exists(), 60, "a1 attempt 2 to start")
+    finally:
+        os.kill(zombie, signal.SIGCONT)
+    # Then the thawed attempt 1 is fenced out: one effect, recorded by attempt 2
+    stack.wait_state(name, "finished", timeout=90)
+    assert effects_of(stack, name) == {"a1": 1, "b1": 1, "c1": 1}
+    with stack.sessions() as s:
+        attempts = (
+            s.execute(
+                select(effects.c.attempt)
+                .join(Task, Task.id == effects.c.task_id)
+                .where(
+                    effects.c.activity == "a1",
+                    Task.job_id.in_(
+                        select(Task.job_id).join(Workflow).where(Workflow.name == name)
+                    ),
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert attempts == [2]
+    check_invariants(stack, name)
+
+
+def test_a_duplicate_message_for_a_running_task_has_no_effect(stack: Stack, tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    started.mkdir()
+    name = stack.save(fork_join(unique("dup"), seconds=2, startedDir=str(started)))
+    stack.engine.command(None, name, "start")
+    wait_for(lambda: (started / "a1.1").exists(), 60, "a1 to start")
+    (task_id,) = [r.id for r in task_rows(stack, name) if r.activity == "a1"]
+    # When the broker delivers the same task again while it runs (F11)
+    stack.celery.set_current()
+    stack.celery.send_task(
+        "carillon.run_activity", args=(task_id, {}), task_id=task_id, queue="carillon.flow"
+    )
+    stack.wait_state(name, "finished", timeout=60)
+    assert effects_of(stack, name) == {"a1": 1, "b1": 1, "c1": 1}
+    assert [r.attempt for r in task_rows(stack, name) if r.activity == "a1"] == [1]
+    check_invariants(stack, name)

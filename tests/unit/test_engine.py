@@ -583,3 +583,56 @@ def test_a_jump_loops_through_a_wait(harness: Harness) -> None:
         harness.stub.drain()
     assert tasks(harness, "loop")["wait1"] == ["done", "done", "waiting"]
     assert tasks(harness, "loop")["jump1"] == ["done", "done"]
+
+
+def test_data_activities_wait_for_a_free_slot_of_the_running_workflows_limit(
+    harness: Harness,
+) -> None:
+    harness.engine.settings = type(harness.settings)(
+        **{**harness.settings.__dict__, "max_running_workflows": 1}
+    )
+
+    def data_workflow(name: str) -> dict[str, Any]:
+        return {
+            "id": name,
+            "activities": [
+                {"name": "start1", "type": "start", "transitions": {"done": "load1"}},
+                {"name": "load1", "type": "dataEffect", "transitions": {"done": "end1"}},
+                {"name": "end1", "type": "end"},
+            ],
+        }
+
+    # Given workflow A is running a data activity (its worker is busy with it)
+    harness.start(data_workflow("wfA"))
+    harness.stub.queue.clear()
+    with harness.sessions() as s, s.begin():
+        s.execute(
+            update(Task)
+            .where(Task.activity == "start1")
+            .values(
+                state="running",
+                attempt=1,
+                activity_type="dataEffect",
+                heartbeat_at=dt.datetime.now(dt.UTC),
+            )
+        )
+    # When workflow B reaches its own data activity
+    harness.start(data_workflow("wfB"))
+    harness.stub.drain()
+    # Then B's data task stays pending, saying why, and nothing ran
+    ((state, reason),) = harness.query(
+        select(Task.state, Task.reason)
+        .join(Workflow)
+        .where(Workflow.name == "wfB", Task.activity == "load1")
+    )
+    assert state == "pending"
+    assert "CARILLON_MAX_RUNNING_WORKFLOWS=1" in reason
+    assert effect_count(harness) == {}
+    # When A's data activity ends, the tick publishes B's task again and it runs
+    with harness.sessions() as s, s.begin():
+        s.execute(update(Task).where(Task.state == "running").values(state="done"))
+        s.execute(update(Task).values(updated_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)))
+    harness.engine.tick()
+    harness.stub.drain()
+    assert wf(harness, "wfB").state == "finished"
+    assert effect_count(harness) == {"load1": 1}
