@@ -274,6 +274,34 @@ def workflow_rerun(workflow_id: str, activity: str) -> None:
     click.echo(f"task {task_id} created for {activity}")
 
 
+@workflow.command("preview")
+@click.argument("workflow_id")
+@click.argument("activity")
+@click.option("--count", type=click.IntRange(1, 100), default=10, show_default=True)
+def workflow_preview(workflow_id: str, activity: str, count: int) -> None:
+    """The next fires of a scheduler activity (latest version), in UTC and its time zone."""
+    import datetime as dt
+
+    from worker import schedules
+
+    runtime = _runtime()
+    engine = runtime.engine()
+    try:
+        with runtime.sessions()() as s:
+            wf = engine.find_workflow(s, None, workflow_id)
+            definition = engine.definition(wf.id, wf.latest_version, s)
+        node = definition.activities.get(activity)
+        if node is None or node.type != "scheduler":
+            click.echo(f"error: '{activity}' is not a scheduler activity of {wf.name}", err=True)
+            sys.exit(2)
+        schedule = schedules.parse_schedule(node.options)
+    except CarillonError as exc:
+        _fail(exc)
+    for fire in schedules.preview(schedule, dt.datetime.now(dt.UTC), count):
+        local = fire.astimezone(schedule.zone)
+        click.echo(f"{fire:%Y-%m-%d %H:%M} UTC   {local:%Y-%m-%d %H:%M %Z}")
+
+
 @workflow.command("tasks")
 @click.argument("workflow_id")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)

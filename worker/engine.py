@@ -32,6 +32,7 @@ from worker.models import (
     Job,
     JoinArrival,
     LogLine,
+    Organization,
     Task,
     Trigger,
     Workflow,
@@ -1649,7 +1650,11 @@ class Engine:
         return f"{task.state}{': ' + task.reason if task.reason else ''}"
 
     def trigger_href(self, workflow: Workflow, activity: str) -> str:
-        org = workflow.org_id
+        """The absolute URL to POST a trigger of `activity` to (DESIGN section 6)."""
+        with self.session() as s:
+            org = s.execute(
+                select(Organization.name).where(Organization.id == workflow.org_id)
+            ).scalar_one()
         return (
             f"{self.settings.public_url}/{org}/campaign/workflow/execution/@{workflow.pkey}"
             f"/activities/activity/@{activity}/trigger"
