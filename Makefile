@@ -21,7 +21,7 @@ up: $(STAMP)
 	$(BIN)/carillon up
 
 test: $(STAMP) lint
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests/unit tests/integration
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

@@ -892,18 +892,23 @@ class Engine:
         return applied
 
     def command(self, org_id: int | None, ref: str, method: str) -> Command:
-        """Submit and apply at once (the CLI's way); raises CommandRefused when refused."""
+        """Submit and apply at once (the CLI's way); raises CommandRefused when refused.
+
+        The tick may apply the command first (it sweeps pending commands): either way the
+        outcome recorded on the command row is the answer.
+        """
         command_id = self.submit_command(org_id, ref, method)
         with self.session() as s:
             workflow_id = s.execute(
                 select(Command.workflow_id).where(Command.id == command_id)
             ).scalar_one()
-        for command in self.apply_commands(workflow_id):
-            if command.id == command_id:
-                if command.state == "refused":
-                    raise CommandRefused(command.message or "refused")
-                return command
-        raise CommandRefused("the command was applied by another process")
+        self.apply_commands(workflow_id)
+        with self.session() as s:
+            command = s.get(Command, command_id)
+        assert command is not None and command.state != "pending"  # applied under the lock
+        if command.state == "refused":
+            raise CommandRefused(command.message or "refused")
+        return command
 
     def _apply(self, s: Session, workflow: Workflow, method: str, effects: _Effects) -> None:
         if method == "start" and workflow.state == W.PAUSED:

@@ -8,6 +8,7 @@ local PostgreSQL and Redis. When they cannot be reached the tests skip, except u
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -127,6 +128,25 @@ class Stack(Harness):
                 found.append(int(stat.parent.name))
         return found
 
+    def close(self) -> None:
+        """Close every connection this process opened (warnings are errors in the tests)."""
+        # Celery's group results unsubscribe from the Redis backend in __del__: let them do
+        # it now, while the connections are open, then close the subscriber and the pools.
+        gc.collect()
+        backend = self.celery.backend
+        consumer = getattr(backend, "result_consumer", None)
+        if consumer is not None:
+            consumer.stop()
+            # A group result finalised later must find nothing to unsubscribe (it would
+            # reconnect to a Redis this harness has closed).
+            consumer.subscribed_to.clear()
+        backend_client = getattr(backend, "client", None)
+        if backend_client is not None:
+            backend_client.connection_pool.disconnect()
+        self.celery.pool.force_close_all()
+        self.celery.close()
+        self.db.dispose()
+
     def stop_all(self) -> None:
         for name in list(self.processes):
             self.kill(name, signal.SIGTERM)
@@ -216,8 +236,7 @@ def stack(
         yield built
     finally:
         built.stop_all()
-        built.celery.close()
-        built.db.dispose()
+        built.close()
         if database is not None:
             built.db.dispose()
             next(database, None)
