@@ -169,6 +169,55 @@ def credentials_create(org: str) -> None:
     click.echo(json.dumps(created))
 
 
+@credentials.command("list")
+@click.option("--org", default=None, help="Only this organization's keys.")
+def credentials_list(org: str | None) -> None:
+    """List API keys (their public prefix only) with creation and revocation dates."""
+    from sqlalchemy import select
+
+    from worker.models import ApiKey, Organization
+
+    runtime = _runtime()
+    table = Table("org", "key", "created", "revoked")
+    with runtime.sessions()() as s:
+        stmt = select(Organization.name, ApiKey).join(ApiKey, ApiKey.org_id == Organization.id)
+        if org:
+            stmt = stmt.where(Organization.name == org)
+        for name, key in s.execute(stmt.order_by(Organization.name, ApiKey.id)).all():
+            revoked = f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else ""
+            table.add_row(
+                name, f"ck_{key.key_prefix}_...", f"{key.created_at:%Y-%m-%d %H:%M}", revoked
+            )
+    console.print(table)
+
+
+@credentials.command("revoke")
+@click.argument("key")
+def credentials_revoke(key: str) -> None:
+    """Revoke an API key, given whole or as its `ck_<prefix>` start (see `credentials list`)."""
+    from sqlalchemy import update
+
+    from worker.db import utcnow
+    from worker.models import ApiKey
+
+    parts = key.split("_")
+    if len(parts) < 2 or parts[0] != "ck" or not parts[1]:
+        click.echo("error: give the key or its ck_<prefix> start", err=True)
+        sys.exit(2)
+    runtime = _runtime()
+    with runtime.sessions()() as s, s.begin():
+        found = s.execute(
+            update(ApiKey)
+            .where(ApiKey.key_prefix == parts[1], ApiKey.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .returning(ApiKey.id)
+        ).first()
+    if found is None:
+        click.echo(f"error: no active key ck_{parts[1]}", err=True)
+        sys.exit(2)
+    click.echo(f"key ck_{parts[1]}_... revoked")
+
+
 @main.group()
 def workflow() -> None:
     """Import, list and command workflows."""
@@ -325,12 +374,17 @@ def workflow_tasks(workflow_id: str, limit: int) -> None:
             ).all()
     except CarillonError as exc:
         _fail(exc)
+    from worker.celery_app import app as celery_app
+    from worker.tasks import queue_depth
+
+    def depth(queue: str) -> int | None:
+        return queue_depth(celery_app, queue)
+
     for task in rows:
-        why = (
-            engine.explain(task.id)
-            if task.state in ("waiting", "held", "pending", "failed")
-            else ",".join(task.outlets or []) or (task.reason or "")
-        )
+        if task.state in ("waiting", "held", "pending", "failed"):
+            why = engine.explain(task.id, depth)
+        else:
+            why = ",".join(task.outlets or []) or (task.reason or "")
         table.add_row(task.id[:8], task.activity, task.state, str(task.attempt), why)
     console.print(table)
 
@@ -352,3 +406,7 @@ def status() -> None:
     for state, count in tasks:
         table.add_row("tasks", state, str(count))
     console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -32,6 +32,16 @@ class CeleryDispatcher:
         self.app.send_task("carillon.apply_commands", args=(workflow_id,), queue=CONTROL_QUEUE)
 
 
+def queue_depth(app: Celery, queue: str) -> int | None:
+    """Messages waiting in `queue`, or None when the broker cannot say (never declared)."""
+    try:
+        with app.connection_for_read() as connection:
+            declared = connection.default_channel.queue_declare(queue=queue, passive=True)
+            return int(declared.message_count)
+    except Exception:  # an undeclared queue, an unreachable broker: unknown, not an error
+        return None
+
+
 def register_tasks(app: Celery) -> None:
     """Bind the three tasks to `app` (called by create_celery)."""
 
