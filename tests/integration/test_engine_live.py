@@ -67,7 +67,7 @@ def task_rows(stack: Stack, workflow: str) -> list[Any]:
 
 
 def check_invariants(stack: Stack, workflow: str) -> None:
-    """I1 nothing left active; I4 only allowed task transitions; I5 activity queues drained."""
+    """I1 nothing active, I2 ended once, I4 allowed transitions only, I5 queues drained."""
     wait_for(stack.activity_queues_drained, 30, "the activity queues to drain")
     rows = task_rows(stack, workflow)
     assert not [r for r in rows if r.state in ACTIVE_TASK_STATES and r.activity != "signal1"]
@@ -82,6 +82,18 @@ def check_invariants(stack: Stack, workflow: str) -> None:
                 from_state,
                 to_state,
             )
+    # I2: the run ended once (one terminal event of the workflow) and was not reopened after.
+    with stack.sessions() as s:
+        workflow_id = s.scalar(select(Workflow.id).where(Workflow.name == workflow))
+        history = s.scalars(
+            select(StateEvent.to_state)
+            .where(StateEvent.entity == "workflow", StateEvent.entity_id == str(workflow_id))
+            .order_by(StateEvent.id)
+        ).all()
+    terminal = [state for state in history if state in ("finished", "stopped")]
+    assert len(terminal) <= 1, history
+    if terminal:
+        assert history[-1] == terminal[0], history
 
 
 def test_a_fork_join_workflow_runs_to_finished_on_a_real_worker(stack: Stack) -> None:
