@@ -2,23 +2,60 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from flask import Flask
 
+from api.context import Carillon
+from worker import registry, schema
 from worker.config import Settings
+from worker.db import make_engine, make_session_factory
+from worker.engine import Dispatcher, Engine
+
+#: Largest request body accepted, chunked ones included (413 beyond), as the platform's API.
+MAX_BODY_BYTES = 64 * 1024
 
 
-def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
-    """The WSGI app; `settings` defaults to the CARILLON_* environment."""
-    app = Flask(__name__)
-    app.config.update(
-        CARILLON_SETTINGS=settings or Settings.from_env(),
-        MAX_CONTENT_LENGTH=64 * 1024,
-        JSON_SORT_KEYS=False,
-        **overrides,
-    )
-    from api import health
+def create_app(
+    settings: Settings | None = None, *, dispatcher: Dispatcher | None = None, **config: Any
+) -> Flask:
+    """The WSGI app; `settings` defaults to the CARILLON_* environment.
 
-    app.register_blueprint(health.bp)
+    It owns its database engine and session factory, brings the schema up to date once,
+    and publishes through `dispatcher` (default: Celery, on the settings' broker).
+    """
+    settings = (settings or Settings.from_env()).resolved()
+    app = Flask(__name__, static_folder=None)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, **config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["carillon"] = _services(settings, dispatcher)
+
+    from api import auth, definitions, errors, executions, health, history, openapi
+
+    errors.register(app)
+    auth.init_app(app)
+    for blueprint in (health.bp, openapi.bp, executions.bp, history.bp, definitions.bp):
+        app.register_blueprint(blueprint)
     return app
+
+
+def _services(settings: Settings, dispatcher: Dispatcher | None) -> Carillon:
+    registry.load(settings.activity_modules)
+    if settings.database_url.startswith("sqlite"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    db = make_engine(settings.database_url)
+    schema.upgrade(db)
+    sessions = make_session_factory(db)
+    if dispatcher is None:
+        from worker.celery_app import create_celery
+        from worker.tasks import CeleryDispatcher
+
+        dispatcher = CeleryDispatcher(create_celery(settings))
+    engine = Engine(
+        settings, sessions, dispatcher, worker_name=f"api:{socket.gethostname()}:{os.getpid()}"
+    )
+    return Carillon(
+        settings=settings, db=db, sessions=sessions, engine=engine, dispatcher=dispatcher
+    )

@@ -7,13 +7,25 @@ import hmac
 import secrets
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from worker import definitions
 from worker.db import utcnow
 from worker.errors import DefinitionError, NotFound
-from worker.models import ApiKey, Organization, Workflow, WorkflowVersion
+from worker.models import (
+    ApiKey,
+    Command,
+    Job,
+    JoinArrival,
+    LogLine,
+    Organization,
+    StateEvent,
+    Task,
+    Trigger,
+    Workflow,
+    WorkflowVersion,
+)
 
 ORG_RE = definitions.NAME_RE
 
@@ -110,6 +122,17 @@ def save_definition(s: Session, org: Organization, body: dict[str, Any]) -> Work
     )
     s.flush()
     return workflow
+
+
+def delete_workflow(s: Session, workflow_id: int) -> None:
+    """Every row of a workflow, children first (state events have no foreign key)."""
+    jobs = select(Job.id).where(Job.workflow_id == workflow_id)
+    s.execute(delete(StateEvent).where(StateEvent.workflow_id == workflow_id))
+    s.execute(delete(LogLine).where(LogLine.workflow_id == workflow_id))
+    s.execute(delete(JoinArrival).where(JoinArrival.job_id.in_(jobs)))
+    for model in (Task, Trigger, Command, Job, WorkflowVersion):
+        s.execute(delete(model).where(model.workflow_id == workflow_id))
+    s.execute(delete(Workflow).where(Workflow.id == workflow_id))
 
 
 def list_workflows(s: Session, org: Organization | None = None) -> list[Workflow]:

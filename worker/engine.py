@@ -153,6 +153,11 @@ class Engine:
 
     # ----------------------------------------------------------------- definitions
 
+    def forget(self, workflow_id: int) -> None:
+        """Drop a deleted workflow's cached definitions."""
+        for key in [key for key in self._definitions if key[0] == workflow_id]:
+            self._definitions.pop(key, None)
+
     def definition(self, workflow_id: int, version: int, s: Session | None = None) -> Definition:
         """A version's parsed definition, cached: versions never change once saved.
 
@@ -1126,12 +1131,14 @@ class Engine:
 
     @staticmethod
     def _signal_name(definition: Definition, ref: str) -> str:
-        for name, activity in definition.activities.items():
-            if ref in (name, f"@{name}") and activity.type == "externalSignal":
-                return name
-        if ref in definition.activities:
-            raise TriggerRefused(f"activity '{ref}' is not an external signal")
-        raise NotFound(f"signal activity '{ref}' not found")
+        """The signal activity named `ref` (its name, or its PKey `@name`)."""
+        name = ref[1:] if ref.startswith("@") else ref
+        activity = definition.activities.get(name)
+        if activity is None:
+            raise NotFound(f"signal activity '{name}' not found")
+        if activity.type != "externalSignal":
+            raise TriggerRefused(f"activity '{name}' is not an external signal")
+        return name
 
     def _fire_signal(
         self,
@@ -1654,12 +1661,16 @@ class Engine:
             return f"failed: {task.error}; resume or retry to run it again"
         return f"{task.state}{': ' + task.reason if task.reason else ''}"
 
-    def trigger_href(self, workflow: Workflow, activity: str) -> str:
-        """The absolute URL to POST a trigger of `activity` to (DESIGN section 6)."""
-        with self.session() as s:
-            org = s.execute(
-                select(Organization.name).where(Organization.id == workflow.org_id)
-            ).scalar_one()
+    def trigger_href(self, workflow: Workflow, activity: str, s: Session | None = None) -> str:
+        """The absolute URL to POST a trigger of `activity` to (DESIGN section 6).
+
+        Pass the open session when inside one (SQLite has one writer at a time)."""
+        stmt = select(Organization.name).where(Organization.id == workflow.org_id)
+        if s is not None:
+            org = s.execute(stmt).scalar_one()
+        else:
+            with self.session() as own:
+                org = own.execute(stmt).scalar_one()
         return (
             f"{self.settings.public_url}/{org}/campaign/workflow/execution/@{workflow.pkey}"
             f"/activities/activity/@{activity}/trigger"

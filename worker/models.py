@@ -50,7 +50,8 @@ class Workflow(Base):
     """A workflow of one organization: its state and the version it runs."""
 
     __tablename__ = "workflow"
-    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    # Ids are never reused (SQLite would reuse a deleted one): engines cache definitions by id.
+    __table_args__ = (UniqueConstraint("org_id", "name"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pkey: Mapped[str] = mapped_column(String(40), unique=True, default=new_id)

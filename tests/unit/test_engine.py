@@ -636,3 +636,18 @@ def test_data_activities_wait_for_a_free_slot_of_the_running_workflows_limit(
     harness.stub.drain()
     assert wf(harness, "wfB").state == "finished"
     assert effect_count(harness) == {"load1": 1}
+
+
+def test_a_deleted_workflows_id_is_never_given_to_a_new_one(harness: Harness) -> None:
+    # Engines cache parsed definitions by workflow id: a reused id would serve a stale one.
+    from worker import catalog
+
+    first = harness.save(FORK_JOIN)
+    old_id = wf(harness, first).id
+    harness.engine.definition(old_id, 1)
+    with harness.sessions() as s, s.begin():
+        catalog.delete_workflow(s, old_id)
+    harness.engine.forget(old_id)
+    second = harness.save(signal_workflow())
+    assert wf(harness, second).id != old_id
+    assert all(key[0] != old_id for key in harness.engine._definitions)

@@ -79,6 +79,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workflow")),
         sa.UniqueConstraint("org_id", "name", name=op.f("uq_workflow_org_id")),
         sa.UniqueConstraint("pkey", name=op.f("uq_workflow_pkey")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "command",

@@ -1,0 +1,412 @@
+"""`/openapi.json`: the OpenAPI 3 document, generated from the URL map and the views' docstrings.
+
+Each view's docstring holds its operations in YAML after a `---` line (apispec's convention).
+From the code come: every rule of the URL map (a view with two rules, such as the trigger with
+and without its trailing slash, is described twice), its path parameters, its security, and
+the error responses every protected operation or every body can produce.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from apispec import APISpec
+from apispec.yaml_utils import load_operations_from_docstring
+from flask import Blueprint, Flask, current_app
+
+from api.auth import PUBLIC_ENDPOINTS
+from api.bodies import MAX_DEPTH
+from api.pages import DEFAULT_LINE_COUNT, MAX_LINE_COUNT
+
+bp = Blueprint("openapi", __name__)
+
+OPENAPI_VERSION = "3.0.3"
+_RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+#: Descriptions of the path parameters the URL rules use.
+PATH_PARAMETERS = {
+    "org": "the organization; it must be the API key's (404 otherwise)",
+    "workflow_ref": "the workflow's internal name, or its PKey (`@...`)",
+    "activity_ref": "the external-signal activity's PKey (`@name`) or name",
+    "definition_id": "the workflow's internal name, or its PKey (`@...`)",
+    "job_id": "the job's id",
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+RESPONSES: dict[str, dict[str, Any]] = {
+    "BadRequest": _error("malformed body or query: not JSON, wrong keys, wrong types"),
+    "Unauthorized": _error("missing or invalid Authorization / X-Api-Key"),
+    "NotFound": _error("no such resource in this organization"),
+    "Conflict": _error("the request does not apply to the workflow's current state"),
+    "PayloadTooLarge": _error("the body is larger than 64 KB"),
+    "UnsupportedMediaType": _error("the body is not application/json"),
+    "InvalidDefinition": _error("the definition is invalid; details.activity names the activity"),
+    "TooManyRequests": {
+        **_error("the signal was triggered less than CARILLON_SIGNAL_MIN_INTERVAL ago"),
+        "headers": {
+            "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}
+        },
+    },
+    "InternalError": _error("an unexpected error (logged; the body says nothing more)"),
+}
+
+_LINK = {"type": "object", "properties": {"href": {"type": "string", "format": "uri"}}}
+_ANY_OBJECT = {"type": "object", "additionalProperties": True}
+_NULLABLE_TIME = {"type": "string", "format": "date-time", "nullable": True}
+
+
+def _page(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["content", "count"],
+        "properties": {
+            "content": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
+            "count": {"type": "object", "properties": {"value": {"type": "integer"}}},
+            "next": {**_LINK, "description": "absent on the last page"},
+        },
+    }
+
+
+_WORKFLOW = {
+    "type": "object",
+    "properties": {
+        "PKey": {"type": "string", "example": "@7c9e6679-7425-40de-944b-e07fc1f90ae7"},
+        "id": {"type": "string", "description": "internal name"},
+        "label": {"type": "string"},
+        "state": {
+            "type": "string",
+            "enum": ["edition", "started", "paused", "finished", "stopped", "error"],
+        },
+        "latestVersion": {"type": "integer"},
+        "runningVersion": {"type": "integer", "nullable": True},
+        "errorMessage": {"type": "string", "nullable": True},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "updatedAt": {"type": "string", "format": "date-time"},
+        "startedAt": _NULLABLE_TIME,
+        "endedAt": _NULLABLE_TIME,
+        "href": {"type": "string", "format": "uri"},
+        "definition": {
+            "description": "a link in lists and executions; the body in definition responses"
+        },
+        "commands": _LINK,
+        "jobs": _LINK,
+        "tasks": _LINK,
+        "logs": _LINK,
+    },
+}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "details"],
+                "properties": {
+                    "code": {"type": "string", "example": "triggerRefused"},
+                    "message": {"type": "string"},
+                    "details": _ANY_OBJECT,
+                },
+            }
+        },
+    },
+    "Link": _LINK,
+    "CommandRequest": {
+        "type": "object",
+        "required": ["method"],
+        "additionalProperties": False,
+        "properties": {"method": {"type": "string", "enum": ["start", "pause", "resume", "stop"]}},
+    },
+    "Command": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "method": {"type": "string"},
+            "state": {"type": "string", "enum": ["pending"]},
+            "workflow": _LINK,
+        },
+    },
+    "TriggerRequest": {
+        "type": "object",
+        "required": ["source"],
+        "additionalProperties": False,
+        "properties": {
+            "source": {"type": "string", "maxLength": 255, "description": "who triggers"},
+            "parameters": {
+                "type": "object",
+                "nullable": True,
+                "description": "declared parameters of the signal: string, number, boolean "
+                "(also 'true'/'false'), datetime (ISO 8601, also 2019-04-03 08:17:19.100Z)",
+                "additionalProperties": {
+                    "nullable": True,
+                    "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}],
+                },
+            },
+        },
+    },
+    "TriggerAccepted": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "state": {"type": "string", "enum": ["accepted", "queued"]},
+            "activity": {"type": "string"},
+            "job": {
+                "type": "object",
+                "nullable": True,
+                "description": "null while the trigger is queued (workflow paused)",
+                "properties": {"id": {"type": "string"}, "href": {"type": "string"}},
+            },
+            "workflow": _LINK,
+        },
+    },
+    "Activity": {
+        "type": "object",
+        "properties": {
+            "PKey": {"type": "string", "example": "@signal1"},
+            "type": {"type": "string"},
+            "state": {"type": "string", "description": "its latest task's state, or idle"},
+            "tasks": {
+                "type": "object",
+                "description": "tasks of the shown version by state",
+                "additionalProperties": {"type": "integer"},
+            },
+            "lastRun": _NULLABLE_TIME,
+            "vars": _ANY_OBJECT,
+            "trigger": {**_LINK, "description": "external signals only: where to POST"},
+        },
+    },
+    "Workflow": _WORKFLOW,
+    "Execution": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Workflow"},
+            {
+                "type": "object",
+                "properties": {
+                    "version": {"type": "integer", "description": "the version shown"},
+                    "activities": {
+                        "type": "object",
+                        "properties": {
+                            "activity": {
+                                "type": "object",
+                                "additionalProperties": {"$ref": "#/components/schemas/Activity"},
+                            }
+                        },
+                    },
+                },
+            },
+        ]
+    },
+    "Definition": {
+        "type": "object",
+        "description": "a workflow definition (see the README): id, label, activities...",
+        "required": ["activities"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]{0,63}$"},
+            "label": {"type": "string"},
+            "onError": {"type": "string", "enum": ["suspend", "ignore"]},
+            "consecutiveErrors": {"type": "integer"},
+            "activities": {"type": "array", "items": _ANY_OBJECT},
+        },
+    },
+    "WorkflowDefinition": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Workflow"},
+            {
+                "type": "object",
+                "properties": {"definition": {"$ref": "#/components/schemas/Definition"}},
+            },
+        ]
+    },
+    "Job": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "href": {"type": "string", "format": "uri"},
+            "origin": {"type": "string", "enum": ["start", "signal", "scheduler", "rerun"]},
+            "originActivity": {"type": "string", "nullable": True},
+            "source": {"type": "string", "nullable": True},
+            "version": {"type": "integer"},
+            "vars": _ANY_OBJECT,
+            "createdAt": {"type": "string", "format": "date-time"},
+            "tasks": {
+                "type": "object",
+                "description": "single job only: its tasks by state",
+                "additionalProperties": {"type": "integer"},
+            },
+        },
+    },
+    "Task": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "activity": {"type": "string"},
+            "type": {"type": "string"},
+            "state": {"type": "string"},
+            "job": {"type": "string"},
+            "version": {"type": "integer"},
+            "executions": {"type": "integer", "description": "attempts so far"},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "startedAt": _NULLABLE_TIME,
+            "finishedAt": _NULLABLE_TIME,
+            "durationMs": {"type": "integer", "nullable": True},
+            "dueAt": _NULLABLE_TIME,
+            "outlets": {"type": "array", "items": {"type": "string"}, "nullable": True},
+            "reason": {"type": "string", "nullable": True},
+            "error": {"type": "string", "nullable": True},
+            "vars": _ANY_OBJECT,
+            "why": {
+                "type": "string",
+                "nullable": True,
+                "description": "pending, waiting, held and failed tasks: why it is there",
+            },
+        },
+    },
+    "LogLine": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "level": {"type": "string"},
+            "message": {"type": "string"},
+            "activity": {"type": "string", "nullable": True},
+            "task": {"type": "string", "nullable": True},
+            "job": {"type": "string", "nullable": True},
+        },
+    },
+    "WorkflowPage": _page("Workflow"),
+    "JobPage": _page("Job"),
+    "TaskPage": _page("Task"),
+    "LogPage": _page("LogLine"),
+    "Health": {"type": "object", "properties": {"status": {"type": "string", "example": "ok"}}},
+}
+
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "lineCount": {
+        "name": "_lineCount",
+        "in": "query",
+        "description": f"lines per page (default {DEFAULT_LINE_COUNT})",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LINE_COUNT},
+    },
+    "lineStart": {
+        "name": "_lineStart",
+        "in": "query",
+        "description": "offset of the first line (default 0)",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+}
+
+
+def openapi_path(rule: str) -> str:
+    """A werkzeug rule as an OpenAPI path: `<org>` becomes `{org}`."""
+    return _RULE_ARGUMENT.sub(r"{\1}", rule)
+
+
+def _operation_id(endpoint: str, method: str, seen: set[str]) -> str:
+    base = f"{endpoint.replace('.', '_')}_{method}"
+    found, index = base, 1
+    while found in seen:
+        index += 1
+        found = f"{base}_{index}"
+    seen.add(found)
+    return found
+
+
+def _complete(operation: dict[str, Any], public: bool) -> None:
+    """Add the error responses that come from the code rather than from the view."""
+    responses = operation.setdefault("responses", {})
+    expected: list[tuple[int, str]] = [(500, "InternalError")]
+    if not public:
+        expected += [(401, "Unauthorized"), (404, "NotFound")]
+        operation.setdefault("security", [{"bearerAuth": [], "apiKey": []}])
+    else:
+        operation["security"] = []
+    if "requestBody" in operation:
+        expected += [(400, "BadRequest"), (413, "PayloadTooLarge"), (415, "UnsupportedMediaType")]
+    for status, name in expected:
+        if status not in responses and str(status) not in responses:
+            responses[status] = {"$ref": f"#/components/responses/{name}"}
+
+
+def build_spec(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document of every route of `app`."""
+    settings = app.extensions["carillon"].settings
+    spec = APISpec(
+        title="Carillon",
+        version="0.1.0",
+        openapi_version=OPENAPI_VERSION,
+        info={
+            "description": "Campaign workflows: definitions, executions, signals, history. "
+            f"Bodies are JSON objects of at most 64 KB, nested at most {MAX_DEPTH} levels; "
+            "errors are {error: {code, message, details}}."
+        },
+        servers=[{"url": settings.public_url}],
+    )
+    spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+    spec.components.security_scheme(
+        "apiKey", {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
+    )
+    for name, schema in SCHEMAS.items():
+        spec.components.schema(name, copy.deepcopy(schema))
+    for name, response in RESPONSES.items():
+        spec.components.response(name, copy.deepcopy(response))
+    for name, parameter in PARAMETERS.items():
+        spec.components.parameter(name, parameter["in"], copy.deepcopy(parameter))
+    seen: set[str] = set()
+    for rule in sorted(app.url_map.iter_rules(), key=lambda found: found.rule):
+        if rule.endpoint == "static":
+            continue
+        view = app.view_functions[rule.endpoint]
+        documented = load_operations_from_docstring(view.__doc__ or "")
+        summary = (view.__doc__ or rule.endpoint).strip().splitlines()[0]
+        public = rule.endpoint in PUBLIC_ENDPOINTS
+        operations: dict[str, Any] = {}
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            verb = method.lower()
+            operation = copy.deepcopy(documented.get(verb)) or {
+                "summary": summary,
+                "responses": {200: {"description": "OK"}},
+            }
+            operation["operationId"] = _operation_id(rule.endpoint, verb, seen)
+            _complete(operation, public)
+            operations[verb] = operation
+        parameters = [
+            {
+                "name": argument,
+                "in": "path",
+                "required": True,
+                "description": PATH_PARAMETERS.get(argument, argument),
+                "schema": {"type": "string"},
+            }
+            for argument in sorted(rule.arguments)
+        ]
+        spec.path(path=openapi_path(rule.rule), operations=operations, parameters=parameters)
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def spec() -> dict[str, Any]:
+    """The OpenAPI document of this API.
+    ---
+    get:
+      summary: The OpenAPI 3 document of this API (no authentication)
+      tags: [meta]
+      responses:
+        200:
+          description: the document
+          content:
+            application/json:
+              schema: {type: object}
+    """
+    cached: dict[str, Any] | None = current_app.extensions.get("carillon_openapi")
+    if cached is None:
+        cached = current_app.extensions["carillon_openapi"] = build_spec(current_app)
+    return cached
