@@ -708,7 +708,11 @@ class Engine:
     def _workflow(self, s: Session, workflow_id: int, *, lock: bool = False) -> Workflow:
         stmt = select(Workflow).where(Workflow.id == workflow_id)
         if lock:
-            stmt = stmt.with_for_update()
+            # FOR NO KEY UPDATE, not FOR UPDATE: inserting a task or job takes FOR KEY SHARE on
+            # its workflow through the foreign key, and two transactions that did so and then
+            # asked FOR UPDATE deadlocked (seen under load). This mode serialises the lockers
+            # among themselves without conflicting with foreign-key checks.
+            stmt = stmt.with_for_update(key_share=True)
         workflow = s.scalars(stmt.execution_options(populate_existing=True)).one()
         return workflow
 

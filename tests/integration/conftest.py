@@ -116,6 +116,17 @@ class Stack(Harness):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(15)
 
+    def log_size(self, name: str) -> int:
+        path = self.home / f"{name}.log"
+        return path.stat().st_size if path.exists() else 0
+
+    def task_errors(self, name: str, since: int) -> list[str]:
+        """Lines of a worker's log, after byte `since`, where a task raised."""
+        with open(self.home / f"{name}.log", "rb") as log:
+            log.seek(since)
+            text = log.read().decode("utf-8", "replace")
+        return [line for line in text.splitlines() if "raised unexpected" in line]
+
     def children(self, name: str) -> list[int]:
         parent = self.processes[name].pid
         found = []

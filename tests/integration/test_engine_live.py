@@ -372,3 +372,44 @@ def test_a_duplicate_message_for_a_running_task_has_no_effect(stack: Stack, tmp_
     assert effects_of(stack, name) == {"a1": 1, "b1": 1, "c1": 1}
     assert [r.attempt for r in task_rows(stack, name) if r.activity == "a1"] == [1]
     check_invariants(stack, name)
+
+
+def test_concurrent_jobs_of_one_workflow_neither_deadlock_nor_lose_a_task(stack: Stack) -> None:
+    name = stack.save(
+        {
+            "id": unique("busy"),
+            "activities": [
+                {
+                    "name": "signal1",
+                    "type": "externalSignal",
+                    "parameters": {"n": "number"},
+                    "transitions": {"done": "fork1"},
+                },
+                {"name": "fork1", "type": "fork", "transitions": {"done": ["a1", "b1"]}},
+                {"name": "a1", "type": "noop", "transitions": {"done": "join1"}},
+                {"name": "b1", "type": "noop", "transitions": {"done": "join1"}},
+                {"name": "join1", "type": "andJoin", "transitions": {"done": "end1"}},
+                {"name": "end1", "type": "end"},
+            ],
+        }
+    )
+    stack.engine.command(None, name, "start")
+    log_start = stack.log_size("w1")
+    # When 100 jobs are triggered at once, the two worker processes completing them together
+    for i in range(100):
+        stack.engine.trigger(None, name, "signal1", "load", {"n": i})
+    # Then every job reaches its end, and no task failed (a deadlock fails the task)
+    wait_for(
+        lambda: (
+            sum(1 for r in task_rows(stack, name) if r.activity == "end1" and r.state == "done")
+            == 100
+        ),
+        150,
+        "100 jobs to end",
+    )
+    assert not [r for r in task_rows(stack, name) if r.state == "failed" or r.attempt > 1]
+    # A deadlock rolls the whole run back (claim included) and the tick republishes it: the
+    # rows look clean, the worker's log does not.
+    assert stack.task_errors("w1", log_start) == []
+    assert stack.state(name) == "started"
+    stack.engine.command(None, name, "stop")
