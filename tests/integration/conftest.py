@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import kombu.pools
 import pytest
 import redis
 from sqlalchemy import create_engine, select, text
@@ -154,7 +155,9 @@ class Stack(Harness):
         backend_client = getattr(backend, "client", None)
         if backend_client is not None:
             backend_client.connection_pool.disconnect()
-        self.celery.pool.force_close_all()
+        # kombu keeps connection pools in a global registry keyed by URL: the next stack's
+        # app would get this (closed) pool back. reset() closes them and empties the registry.
+        kombu.pools.reset()
         self.celery.close()
         self.db.dispose()
 
