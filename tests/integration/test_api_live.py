@@ -193,3 +193,65 @@ def test_another_organization_sees_nothing_and_bad_credentials_get_401(
     assert status == 404
     other.headers["X-Api-Key"] = "ck_0000_nope"
     assert other.call("GET", "/workflow/definitions")[0] == 401
+
+
+def test_twenty_simultaneous_triggers_inside_the_interval_accept_exactly_one(
+    stack: Stack, api: str
+) -> None:
+    import threading
+
+    # Given an API process enforcing the platform's 600-second rule (F13)
+    port = free_port()
+    strict = f"http://127.0.0.1:{port}"
+    stack.spawn(
+        "api600",
+        api_command("127.0.0.1", port, 2),
+        CARILLON_SIGNAL_MIN_INTERVAL="600",
+        CARILLON_PUBLIC_URL=strict,
+    )
+    try:
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"{strict}/healthz", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, 60, "the second API to answer")
+        client = client_for(stack, strict)
+        name = f"burst{uuid.uuid4().hex[:8]}"
+        assert client.call("POST", "/workflow/definitions", cms_definition(name))[0] == 201
+        client.call("POST", f"/workflow/execution/{name}/commands", {"method": "start"})
+        wait_for(
+            lambda: client.call("GET", f"/workflow/execution/{name}")[1]["state"] == "started",
+            30,
+            "the workflow to be started",
+        )
+        href = client.call("GET", f"/workflow/execution/{name}")[1]["activities"]["activity"][
+            "signal1"
+        ]["trigger"]["href"]
+        # When 20 callers trigger the same signal at the same moment
+        start = threading.Barrier(20)
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def fire() -> None:
+            start.wait(10)
+            status, _, headers = client.call("POST", href, {"source": "burst"})
+            with lock:
+                statuses.append(status)
+            if status == 429:
+                assert int(headers["Retry-After"]) > 0
+
+        threads = [threading.Thread(target=fire) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        # Then exactly one is accepted, and only one job exists
+        assert sorted(statuses) == [202] + [429] * 19
+        _, jobs, _ = client.call("GET", f"/workflow/execution/{name}/jobs?_lineCount=500")
+        assert [job["origin"] for job in jobs["content"]].count("signal") == 1
+    finally:
+        stack.kill("api600")
