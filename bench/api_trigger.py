@@ -16,9 +16,7 @@ import datetime as dt
 import http.client
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,10 +25,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.engine_overhead import ensure_database, percentile, signal_body  # noqa: E402
+from bench.common import Bench, prepare
+from bench.engine_overhead import percentile, signal_body
 
 
 def free_port() -> int:
@@ -39,9 +37,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def gunicorn(app: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "wb")  # noqa: SIM115  (the child keeps it)
-    process = subprocess.Popen(
+def gunicorn(bench: Bench, app: str, port: int, name: str) -> None:
+    """Serve `app` with 2 gunicorn workers on `port`; return once it accepts connections."""
+    bench.spawn(
         [
             sys.executable,
             "-m",
@@ -54,21 +52,16 @@ def gunicorn(app: str, port: int, env: dict[str, str], log: Path) -> subprocess.
             "warning",
             app,
         ],
-        cwd=ROOT,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        name,
     )
-    out.close()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process
+                return
         except OSError:
             time.sleep(0.2)
-    raise SystemExit(f"{app} did not start; see {log}")
+    raise SystemExit(f"{app} did not start; see {bench.home / name}.log")
 
 
 def post(conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str]) -> int:
@@ -112,63 +105,18 @@ def main() -> int:
     parser.add_argument("--latency", type=int, default=200, help="sequential triggers (200)")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="carillon-bench-api-"))
     api_port, min_port = free_port(), free_port()
-    os.environ.setdefault("CARILLON_HOME", str(home))
-    os.environ["CARILLON_ACTIVITY_MODULES"] = "tests.plugins"
-    os.environ["CARILLON_SIGNAL_MIN_INTERVAL"] = "0"  # throughput, not the 10-minute rule
     os.environ["CARILLON_PUBLIC_URL"] = f"http://127.0.0.1:{api_port}"
-    from worker.config import Settings
-
-    settings = Settings.from_env()
-    ensure_database(settings.database_url)
-
+    bench = prepare(Path(tempfile.mkdtemp(prefix="carillon-bench-api-")))
     from sqlalchemy import select
 
-    import tests.plugins  # noqa: F401
-    from bench.app import app as celery_app
-    from worker import catalog, schema
-    from worker.db import make_engine, make_session_factory
-    from worker.engine import Engine
+    from worker import catalog
     from worker.models import Task
-    from worker.queues import QUEUES
-    from worker.tasks import CeleryDispatcher
 
-    db = make_engine(settings.database_url)
-    schema.upgrade(db)
-    sessions = make_session_factory(db)
-    engine = Engine(settings, sessions, CeleryDispatcher(celery_app), worker_name="bench")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    print(f"database {settings.database_url}\nbroker   {settings.broker_url}")
-
-    log = open(home / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bench.app",
-            "worker",
-            "-c",
-            "2",
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "-Q",
-            ",".join(QUEUES),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    servers = [
-        gunicorn("api.wsgi:app", api_port, env, home / "api.log"),
-        gunicorn("bench.minimal_app:app", min_port, env, home / "minimal.log"),
-    ]
+    sessions, engine = bench.sessions, bench.engine
+    bench.start_worker(2)
+    gunicorn(bench, "api.wsgi:app", api_port, "api")
+    gunicorn(bench, "bench.minimal_app:app", min_port, "minimal")
     try:
         stamp = f"{int(time.time())}"
         with sessions() as s, s.begin():
@@ -232,14 +180,7 @@ def main() -> int:
         conn.close()
         engine.command(None, name, "stop")
     finally:
-        for process in [worker, *servers]:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in [worker, *servers]:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+        bench.stop()
 
     figures = {
         "triggers_per_s": round(triggers_per_s, 1),

@@ -14,37 +14,18 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import prepare
+
 HOPS = 10
-
-
-def ensure_database(url: str) -> None:
-    """Create the PostgreSQL database of `url` when missing (benchmarks use their own)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if not parsed.drivername.startswith("postgresql"):
-        return
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.execute(
-            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database}
-        ).first()
-        if not exists:
-            conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
-    admin.dispose()
 
 
 def chain_body(name: str) -> dict[str, Any]:
@@ -89,55 +70,16 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes (2)")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="carillon-bench-"))
-    os.environ.setdefault("CARILLON_HOME", str(home))
-    os.environ["CARILLON_ACTIVITY_MODULES"] = "tests.plugins"
-    os.environ["CARILLON_SIGNAL_MIN_INTERVAL"] = "0"
-    from worker.config import Settings
-
-    settings = Settings.from_env()
-    ensure_database(settings.database_url)
-
+    bench = prepare(Path(tempfile.mkdtemp(prefix="carillon-bench-")))
+    from celery import chain
     from sqlalchemy import delete, select
 
-    import tests.plugins  # noqa: F401
-    from bench.app import app, raw_noop
-    from worker import catalog, schema
-    from worker.db import make_engine, make_session_factory
-    from worker.engine import Engine
+    from bench.app import raw_noop
+    from worker import catalog
     from worker.models import Task, Workflow
-    from worker.tasks import CeleryDispatcher
 
-    db = make_engine(settings.database_url)
-    schema.upgrade(db)
-    sessions = make_session_factory(db)
-    engine = Engine(settings, sessions, CeleryDispatcher(app), worker_name="bench")
-    print(f"database {settings.database_url}\nbroker   {settings.broker_url}")
-
-    log = open(home / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bench.app",
-            "worker",
-            "-c",
-            str(args.concurrency),
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "-Q",
-            ",".join(__import__("worker.queues").queues.QUEUES),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    sessions, engine, home = bench.sessions, bench.engine, bench.home
+    bench.start_worker(args.concurrency)
     try:
         stamp = f"{int(time.time())}"
         with sessions() as s, s.begin():
@@ -169,8 +111,6 @@ def main() -> int:
             first = min(r.created_at for r in rows if r.activity == "start1")
             last = max(r.finished_at for r in rows if r.activity == "end1")
             return (last - first).total_seconds() * 1000 / HOPS
-
-        from celery import chain
 
         def celery_run() -> float:
             links = [raw_noop.si() for _ in range(HOPS - 1)]
@@ -219,12 +159,7 @@ def main() -> int:
                 latencies.append((started - before).total_seconds() * 1000)
         engine.command(None, signal_name, "stop")
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-        log.close()
+        bench.stop()
 
     engine_hop = statistics.median(engine_hops)
     celery_hop = statistics.median(celery_hops)
