@@ -982,7 +982,7 @@ class Engine:
         version = workflow.running_version or workflow.latest_version
         definition = self.definition(workflow.id, version, s)
         held = s.execute(
-            select(Task.id, Task.activity, Task.version)
+            select(Task.id, Task.activity, Task.version, Task.state)
             .where(
                 Task.workflow_id == workflow.id,
                 or_(
@@ -996,7 +996,7 @@ class Engine:
             .order_by(Task.created_at)
         ).all()
         for row in held:
-            from_state = T.FAILED if self._state(s, row.id) == T.FAILED else T.HELD
+            from_state = TaskState(row.state)
             if set_task_state(s, row.id, workflow.id, from_state, T.PENDING, reason=None):
                 effects.publish.append(
                     (self.definition(workflow.id, row.version, s), row.activity, row.id)
@@ -1038,9 +1038,6 @@ class Engine:
                     f"queued trigger dropped: {exc.message}",
                 )
         self._maybe_finish(s, workflow.id)
-
-    def _state(self, s: Session, task_id: str) -> str:
-        return str(s.execute(select(Task.state).where(Task.id == task_id)).scalar_one())
 
     def _stop(self, s: Session, workflow: Workflow) -> None:
         now = utcnow()
