@@ -46,7 +46,7 @@ def _services(settings: Settings, dispatcher: Dispatcher | None) -> Carillon:
     if settings.database_url.startswith("sqlite"):
         settings.home.mkdir(parents=True, exist_ok=True)
     db = make_engine(settings.database_url)
-    schema.upgrade(db)
+    schema.upgrade(db, settings.data_model)
     sessions = make_session_factory(db)
     if dispatcher is None:
         from worker.celery_app import create_celery

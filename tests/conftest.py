@@ -22,7 +22,7 @@ class Harness:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = make_engine(settings.database_url)
-        schema.upgrade(self.db)
+        schema.upgrade(self.db, settings.data_model)
         tests.plugins.create_tables(self.db)
         self.sessions = make_session_factory(self.db)
         self.stub = StubDispatcher()

@@ -82,3 +82,25 @@ class DataEffect(Effect):
     name = "dataEffect"
     family = "data"
     data = True
+
+
+@register
+class Emit(ActivityType):
+    """Carries `{"kind": "file", "path": <its name>}` on `done`, to test input plumbing."""
+
+    name = "emit"
+    quick = True
+
+    def run(self, ctx: Context) -> Outcome:
+        return Outcome(outputs={"done": {"kind": "file", "path": ctx.activity.name}})
+
+
+@register
+class Collect(ActivityType):
+    """Copies what its inbound transitions carried into vars (`seen.<its name>`)."""
+
+    name = "collect"
+    quick = True
+
+    def run(self, ctx: Context) -> Outcome:
+        return Outcome(vars={f"seen_{ctx.activity.name}": sorted(ctx.inputs)})

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from worker import definitions
+from worker import definitions, populations
 from worker.db import utcnow
 from worker.errors import DefinitionError, NotFound
 from worker.models import (
@@ -127,6 +127,7 @@ def save_definition(s: Session, org: Organization, body: dict[str, Any]) -> Work
 def delete_workflow(s: Session, workflow_id: int) -> None:
     """Every row of a workflow, children first (state events have no foreign key)."""
     jobs = select(Job.id).where(Job.workflow_id == workflow_id)
+    populations.drop_for_workflow(s, workflow_id)
     s.execute(delete(StateEvent).where(StateEvent.workflow_id == workflow_id))
     s.execute(delete(LogLine).where(LogLine.workflow_id == workflow_id))
     s.execute(delete(JoinArrival).where(JoinArrival.job_id.in_(jobs)))

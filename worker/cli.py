@@ -21,7 +21,7 @@ console = Console()
 def _runtime() -> Any:
     from worker import runtime, schema
 
-    schema.upgrade(runtime.db())
+    schema.upgrade(runtime.db(), runtime.settings().data_model)
     return runtime
 
 

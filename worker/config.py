@@ -48,6 +48,20 @@ class Settings:
     public_url: str = ""
     #: CARILLON_FAILPOINT: test-only crash points (e.g. after_commit_before_publish).
     failpoint: str = ""
+    #: CARILLON_DATA_MODEL: YAML file adding profile columns and resources (see resources.py).
+    data_model: str = ""
+    #: CARILLON_FILES_DIR: where data activities keep the files they pass on; shared by all
+    #: workers (a network volume when they run on several machines). Default CARILLON_HOME/files.
+    files_dir: Path | None = None
+    #: CARILLON_INBOX_DIR: the folder transferFile picks files from. Default CARILLON_HOME/inbox.
+    inbox_dir: Path | None = None
+    #: CARILLON_TRANSFER_MAX_BYTES: largest download or decompressed file (1 GiB).
+    transfer_max_bytes: int = 1 << 30
+    #: CARILLON_TRANSFER_TIMEOUT: seconds to connect and between two reads of a download (30).
+    transfer_timeout: float = 30.0
+    #: CARILLON_TRANSFER_ALLOW_HOSTS: comma-separated hosts or CIDR networks that downloads may
+    #: reach although private or loopback (default none: only public addresses).
+    transfer_allow_hosts: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -72,6 +86,14 @@ class Settings:
             api_port=_int(env, "CARILLON_API_PORT", 8080, minimum=1, maximum=65535),
             public_url=env.get("CARILLON_PUBLIC_URL", ""),
             failpoint=env.get("CARILLON_FAILPOINT", ""),
+            data_model=env.get("CARILLON_DATA_MODEL", ""),
+            files_dir=_path(env, "CARILLON_FILES_DIR"),
+            inbox_dir=_path(env, "CARILLON_INBOX_DIR"),
+            transfer_max_bytes=_int(
+                env, "CARILLON_TRANSFER_MAX_BYTES", 1 << 30, minimum=1, maximum=1 << 40
+            ),
+            transfer_timeout=_float(env, "CARILLON_TRANSFER_TIMEOUT", 30.0),
+            transfer_allow_hosts=_list(env, "CARILLON_TRANSFER_ALLOW_HOSTS"),
         )
         return settings.resolved()
 
@@ -88,6 +110,8 @@ class Settings:
         public_url = self.public_url or f"http://{self.api_host}:{self.api_port}"
         return replace(
             self,
+            files_dir=(self.files_dir or self.home / "files").absolute(),
+            inbox_dir=(self.inbox_dir or self.home / "inbox").absolute(),
             database_url=database_url,
             broker_url=broker_url,
             result_backend=result_backend,
@@ -97,6 +121,16 @@ class Settings:
     @property
     def embedded_broker(self) -> bool:
         return self.broker_url.startswith("filesystem://")
+
+    @property
+    def files(self) -> Path:
+        assert self.files_dir is not None, "call resolved() first"
+        return self.files_dir
+
+    @property
+    def inbox(self) -> Path:
+        assert self.inbox_dir is not None, "call resolved() first"
+        return self.inbox_dir
 
     @property
     def broker_folder(self) -> Path:
@@ -131,6 +165,11 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0.05 <= value <= 3600:
         raise ConfigError(f"{name} must be between 0.05 and 3600, got {value}")
     return value
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "")
+    return Path(raw).absolute() if raw else None
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -253,7 +253,7 @@ def _check_graph(definition: Definition) -> None:
             )
         if definition.type_of(name).joins and inbound[name] < 2:
             raise DefinitionError(
-                "an andJoin needs at least two inbound transitions", activity=name
+                f"an {names[name].type} needs at least two inbound transitions", activity=name
             )
     if not entries:
         raise DefinitionError("the workflow has no start, externalSignal or scheduler activity")

@@ -54,7 +54,7 @@ def run(console: Console, timeout: float) -> int:
 
     runtime.settings.cache_clear()
     settings = runtime.settings()
-    schema.upgrade(runtime.db())
+    schema.upgrade(runtime.db(), settings.data_model)
     console.print(
         f"[bold]Carillon demo[/bold]: database {settings.database_url}, "
         f"broker {settings.broker_url}"

@@ -8,11 +8,12 @@ task ids; the database says what runs next.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import os
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -113,6 +114,7 @@ class _Claimed:
     vars: dict[str, Any]
     counts: dict[str, Any]
     attempt: int
+    inputs: dict[str, Any]
 
 
 def _crash_once(failpoint: str) -> None:
@@ -143,6 +145,7 @@ class Engine:
         self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
         self.heartbeat = Heartbeat(session_factory, max(0.5, settings.lease_seconds / 3))
         self._definitions: dict[tuple[int, int], Definition] = {}
+        self._orgs: dict[int, int] = {}
 
     @contextmanager
     def _transaction(self, effects: _Effects) -> Iterator[Session]:
@@ -258,7 +261,20 @@ class Engine:
             attempt=claimed.attempt,
             now=now,
             session=s,
+            org_id=self._org_of(s, claimed.workflow_id),
+            inputs=dict(claimed.inputs),
+            settings=self.settings,
+            progress_sink=functools.partial(self.heartbeat.set_progress, claimed.task_id),
         )
+
+    def _org_of(self, s: Session, workflow_id: int) -> int:
+        """A workflow's organization, cached: it never changes."""
+        found = self._orgs.get(workflow_id)
+        if found is None:
+            found = self._orgs[workflow_id] = s.execute(
+                select(Workflow.org_id).where(Workflow.id == workflow_id)
+            ).scalar_one()
+        return found
 
     def _run_claimed(
         self, claimed: _Claimed, definition: Definition, chained: dict[str, str]
@@ -313,6 +329,7 @@ class Engine:
             row.vars or {},
             row.counts or {},
             row.attempt,
+            row.inputs or {},
         )
 
     def _refuse_claim(self, s: Session, task_id: str) -> RunResult:
@@ -398,6 +415,8 @@ class Engine:
             out_counts,
             chained,
             effects,
+            inputs=self._inputs_for(activity, outcome, claimed.inputs),
+            passed=claimed.inputs,
         )
         pending_chained = {tid for tid, state in created.items() if state == T.PENDING} & set(
             chained.values()
@@ -410,6 +429,21 @@ class Engine:
         if not any(state in ACTIVE_TASK_STATES for state in created.values()):
             self._maybe_finish(s, claimed.workflow_id)
         return continue_chain
+
+    @staticmethod
+    def _inputs_for(
+        activity: Activity, outcome: Outcome, own: dict[str, Any]
+    ) -> dict[str, dict[str, Any]]:
+        """Inputs of each successor: what its outlet carries, else this task's own inputs."""
+        if not outcome.outputs:
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for outlet in outcome.outlets:
+            carried = outcome.outputs.get(outlet)
+            value = {activity.name: dict(carried)} if carried is not None else own
+            for target in activity.transitions.get(outlet, ()):
+                found[target] = value
+        return found
 
     def _targets(
         self, definition: Definition, activity: Activity, outlets: Iterable[str]
@@ -532,10 +566,18 @@ class Engine:
         counts: dict[str, Any],
         chained: dict[str, str],
         effects: _Effects,
+        *,
+        inputs: Mapping[str, dict[str, Any]] | None = None,
+        passed: dict[str, Any] | None = None,
     ) -> dict[str, str]:
-        """Create the successors' rows (or join arrivals); returns {task id: state}."""
+        """Create the successors' rows (or join arrivals); returns {task id: state}.
+
+        `inputs` gives some targets what their transition carries; the others get
+        `passed` (the predecessor's own inputs) unchanged.
+        """
         created: dict[str, str] = {}
         for target in targets:
+            target_inputs = (inputs or {}).get(target, passed or {})
             if definition.type_of(target).joins:
                 joined = self._arrive(
                     s,
@@ -550,6 +592,7 @@ class Engine:
                     counts,
                     chained.get(target),
                     effects,
+                    target_inputs,
                 )
                 if joined:
                     created[joined[0]] = joined[1]
@@ -566,6 +609,7 @@ class Engine:
                 parent_id,
                 chained.get(target),
                 effects,
+                inputs=target_inputs,
             )
             created[task_id] = state
         return created
@@ -585,6 +629,7 @@ class Engine:
         effects: _Effects,
         *,
         listener_entry: bool = False,
+        inputs: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
         activity = definition.activity(activity_name)
         kind = definition.type_of(activity_name)
@@ -618,6 +663,8 @@ class Engine:
                 "vars": vars,
                 "counts": counts,
                 "outlets": None,
+                "inputs": inputs or None,
+                "progress": None,
                 "reason": reason,
                 "error": None,
                 "created_at": now,
@@ -650,6 +697,7 @@ class Engine:
         counts: dict[str, Any],
         chained_id: str | None,
         effects: _Effects,
+        inputs: dict[str, Any] | None = None,
     ) -> tuple[str, str] | None:
         """Record a branch reaching an and-join; create the join's task when all have arrived."""
         s.add(
@@ -658,7 +706,7 @@ class Engine:
                 join_activity=join,
                 from_activity=from_activity,
                 from_task_id=from_task_id or new_id(),
-                vars={"vars": vars, "counts": counts},
+                vars={"vars": vars, "counts": counts, "inputs": inputs or {}},
             )
         )
         s.flush()
@@ -680,9 +728,11 @@ class Engine:
             return None
         merged_vars: dict[str, Any] = {}
         merged_counts: dict[str, Any] = {}
+        merged_inputs: dict[str, Any] = {}
         for arrival in first_by_branch.values():
             merged_vars.update(arrival.vars.get("vars", {}))
             merged_counts.update(arrival.vars.get("counts", {}))
+            merged_inputs.update(arrival.vars.get("inputs", {}))
         task_id, state = self._create_task(
             s,
             definition,
@@ -695,6 +745,7 @@ class Engine:
             from_task_id,
             chained_id,
             effects,
+            inputs=merged_inputs,
         )
         s.execute(
             update(JoinArrival)
@@ -1559,6 +1610,7 @@ class Engine:
                 task.counts,
                 {},
                 effects,
+                passed=task.inputs or {},
             )
             self._maybe_finish(s, task.workflow_id)
         self._after_commit(effects)
@@ -1596,6 +1648,7 @@ class Engine:
                 last.parent_id,
                 None,
                 effects,
+                inputs=last.inputs,
             )
             self._log(
                 s,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +22,7 @@ class Heartbeat:
         self._session_factory = session_factory
         self._interval = interval
         self._running: dict[str, int] = {}
+        self._progress: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -36,6 +38,13 @@ class Heartbeat:
     def discard(self, task_id: str) -> None:
         with self._lock:
             self._running.pop(task_id, None)
+            self._progress.pop(task_id, None)
+
+    def set_progress(self, task_id: str, progress: dict[str, Any]) -> None:
+        """Remember a running task's progress; the next beat writes it to the task row."""
+        with self._lock:
+            if task_id in self._running:
+                self._progress[task_id] = progress
 
     def stop(self) -> None:
         self._stop.set()
@@ -44,18 +53,22 @@ class Heartbeat:
         while not self._stop.wait(self._interval):
             with self._lock:
                 beats = list(self._running.items())
+                progress = dict(self._progress)
             if not beats:
                 continue
             try:
                 with self._session_factory() as session, session.begin():
                     now = utcnow()
                     for task_id, attempt in beats:
+                        values: dict[str, Any] = {"heartbeat_at": now}
+                        if task_id in progress:
+                            values["progress"] = progress[task_id]
                         session.execute(
                             update(Task)
                             .where(
                                 Task.id == task_id, Task.attempt == attempt, Task.state == "running"
                             )
-                            .values(heartbeat_at=now)
+                            .values(**values)
                         )
             except Exception:  # the database may be restarting; the next beat tries again
                 log.warning("heartbeat failed", exc_info=True)

@@ -118,6 +118,10 @@ class Task(Base):
     vars: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     outlets: Mapped[list[str] | None] = mapped_column(JSON)
+    #: What the inbound transitions carry (populations, files), by producing activity.
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: Progress of long work: {"done", "total", "unit"}, written by the heartbeat.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: Why the task waits, is held or was aborted, in words for humans.
     reason: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)

@@ -19,11 +19,19 @@ def alembic_config() -> Config:
     return config
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the database to the latest revision; safe to call from several processes."""
+def upgrade(engine: Engine, data_model: str = "") -> None:
+    """Bring the database to the latest revision, then add what CARILLON_DATA_MODEL declares.
+
+    Safe to call from several processes.
+    """
     config = alembic_config()
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+    if data_model:
+        # Imported here: resources reads the marketing tables, which need the models loaded.
+        from worker import resources
+
+        resources.catalog_for(data_model).install(engine)

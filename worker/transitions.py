@@ -46,6 +46,7 @@ _CLAIM = (
         TASK.c.vars,
         TASK.c.counts,
         TASK.c.attempt,
+        TASK.c.inputs,
     )
 )
 #: Built once: completing a task is the engine's most frequent write.

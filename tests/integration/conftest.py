@@ -67,7 +67,7 @@ class Stack(Harness):
         self.settings = settings
         self.home = home
         self.db = make_engine(settings.database_url)
-        schema.upgrade(self.db)
+        schema.upgrade(self.db, settings.data_model)
         tests.plugins.create_tables(self.db)
         self.sessions = make_session_factory(self.db)
         self.celery = create_celery(settings)
@@ -254,3 +254,33 @@ def stack(
         if database is not None:
             built.db.dispose()
             next(database, None)
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    """A throw-away PostgreSQL database for the module, dropped at its end."""
+    yield from _postgres_database()
+
+
+@pytest.fixture
+def pg_harness(pg_database: str, tmp_path: Path) -> Iterator[Harness]:
+    """The unit-test harness (in-process stub dispatcher) on real PostgreSQL.
+
+    For activity tests that need PostgreSQL's behaviour (COPY, unlogged tables, types)
+    but not a worker process. The database is shared by the module's tests: seed rows
+    under an organization of your own (`uuid` in its name) to stay independent.
+    """
+    settings = Settings(
+        home=tmp_path,
+        database_url=pg_database,
+        broker_url="memory://",
+        result_backend="cache+memory://",
+        signal_min_interval=0,
+        lease_seconds=5,
+        republish_seconds=1,
+    ).resolved()
+    built = Harness(settings)
+    try:
+        yield built
+    finally:
+        built.db.dispose()

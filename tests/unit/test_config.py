@@ -129,6 +129,8 @@ def test_resolved_keeps_what_was_given(tmp_path: Path) -> None:
         broker_url="memory://",
         result_backend="cache+memory://",
         public_url="https://campaign.example.com",
+        files_dir=tmp_path / "shared-files",
+        inbox_dir=tmp_path / "drop",
     )
 
     assert given.resolved() == given
@@ -297,3 +299,32 @@ def test_settings_are_frozen(home: Path) -> None:
 
     with pytest.raises(AttributeError):
         config.max_attempts = 1  # type: ignore[misc]
+
+
+def test_data_folders_default_under_home_and_follow_the_environment(tmp_path: Path) -> None:
+    default = Settings.from_env({"CARILLON_HOME": str(tmp_path)})
+    moved = Settings.from_env(
+        {
+            "CARILLON_HOME": str(tmp_path),
+            "CARILLON_FILES_DIR": str(tmp_path / "nfs"),
+            "CARILLON_INBOX_DIR": str(tmp_path / "in"),
+            "CARILLON_TRANSFER_ALLOW_HOSTS": "127.0.0.1, 10.0.0.0/8",
+        }
+    )
+
+    assert (default.files, default.inbox) == (tmp_path / "files", tmp_path / "inbox")
+    assert (moved.files, moved.inbox) == (tmp_path / "nfs", tmp_path / "in")
+    assert moved.transfer_allow_hosts == ("127.0.0.1", "10.0.0.0/8")
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("CARILLON_TRANSFER_MAX_BYTES", "0"),
+        ("CARILLON_TRANSFER_MAX_BYTES", "lots"),
+        ("CARILLON_TRANSFER_TIMEOUT", "-1"),
+    ],
+)
+def test_transfer_settings_refuse_nonsense(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: raw})

@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
 
-from worker.errors import DefinitionError
+from worker.config import Settings
+from worker.errors import ActivityError, DefinitionError
 
 #: Keys of an activity that are not type options.
 ACTIVITY_KEYS = frozenset({"name", "type", "label", "transitions", "onError", "execution"})
@@ -55,6 +56,9 @@ class Outcome:
     #: End activity: abort every other task of the workflow and finish it.
     terminate: bool = False
     signals: tuple[SignalRequest, ...] = ()
+    #: What each fired outlet carries (a population or a file descriptor), by outlet name.
+    #: An outlet without an entry passes the task's own inputs on unchanged.
+    outputs: Mapping[str, Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,34 @@ class Context:
     now: dt.datetime
     session: Session
     logs: list[tuple[str, str]] = field(default_factory=list)
+    org_id: int = 0
+    #: What the inbound transitions carry, by producing activity name.
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
+    #: Where progress goes (the heartbeat writes it to the task row).
+    progress_sink: Callable[[dict[str, Any]], None] | None = None
 
     def log(self, message: str, level: str = "info") -> None:
         self.logs.append((level, message))
+
+    def progress(self, done: int, total: int | None = None, unit: str = "records") -> None:
+        """Report progress of long work; cheap enough to call every batch."""
+        if self.progress_sink is not None:
+            self.progress_sink({"done": done, "total": total, "unit": unit})
+
+    def input(self, kind: str = "population") -> dict[str, Any]:
+        """The one inbound descriptor of `kind`; ActivityError when there is none or several."""
+        found = [value for value in self.inputs.values() if value.get("kind") == kind]
+        if not found:
+            raise ActivityError(f"no inbound {kind}: connect an activity that produces one")
+        if len(found) > 1:
+            producers = ", ".join(
+                sorted(k for k, v in self.inputs.items() if v.get("kind") == kind)
+            )
+            raise ActivityError(
+                f"several inbound {kind}s ({producers}); combine them with a union first"
+            )
+        return found[0]
 
 
 @dataclass(frozen=True)
