@@ -12,6 +12,13 @@ from worker.errors import ConfigError, DefinitionError
 _TYPES: dict[str, ActivityType] = {}
 T = TypeVar("T", bound=type[ActivityType])
 _loaded = False
+BUILTIN_MODULES = (
+    "worker.activities.flow",
+    "worker.activities.query",
+    "worker.activities.targeting",
+    "worker.activities.files",
+    "worker.activities.loading",
+)
 
 
 def register(cls: T) -> T:
@@ -26,7 +33,8 @@ def load(modules: Iterable[str] = ()) -> None:
     """Import the built-in activity modules and any CARILLON_ACTIVITY_MODULES."""
     global _loaded
     if not _loaded:
-        importlib.import_module("worker.activities.flow")
+        for builtin in BUILTIN_MODULES:
+            importlib.import_module(builtin)
         _loaded = True
     for module in modules:
         try:

@@ -1,0 +1,1 @@
+"""Data management on files: transferFile (HTTP(S) download or inbox) and decompress."""

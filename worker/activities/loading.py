@@ -1,0 +1,1 @@
+"""Data management on tables: loadFile (CSV to a working table), updateData, extractFile."""

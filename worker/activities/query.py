@@ -1,0 +1,1 @@
+"""Targeting: the query activity (filter DSL on a resource, result and complement outlets)."""

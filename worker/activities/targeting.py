@@ -1,0 +1,1 @@
+"""Targeting on populations: set operations, segmentation, dedup, enrichment, audiences."""
