@@ -198,10 +198,12 @@ def load_data_model(path: str | Path | None) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError("CARILLON_DATA_MODEL: the file must hold an object")
-    return _check_model(loaded)
+    _check_model(loaded)  # fail at load time, with the file's name in mind
+    return loaded
 
 
 def _check_model(model: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a data model; return `{"profile": {name: kind}, "resources": {...}}`."""
     unknown = set(model) - {"profile", "resources"}
     if unknown:
         raise ConfigError(f"CARILLON_DATA_MODEL: unknown key(s) {sorted(map(str, unknown))}")
