@@ -41,6 +41,7 @@ BENCH_ENV := CARILLON_DATABASE_URL=$${CARILLON_DATABASE_URL:-postgresql+psycopg2
 bench: $(STAMP)
 	$(BENCH_ENV) $(BIN)/python bench/engine_overhead.py
 	$(BENCH_ENV) $(BIN)/python bench/api_trigger.py
+	$(BENCH_ENV) $(BIN)/python bench/data.py
 
 clean:
 	rm -rf $(VENV) .carillon .pytest_cache .mypy_cache .ruff_cache

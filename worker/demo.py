@@ -13,7 +13,9 @@ from rich.console import Console
 from sqlalchemy import select
 
 ORG = "demo"
-SAMPLES = ("nightlyBatch.yaml", "cmsSend.yaml")
+SAMPLES = ("nightlyBatch.yaml", "cmsSend.yaml", "profileImport.yaml")
+#: Profiles in the generated CRM extract that profileImport downloads, loads and segments.
+DEMO_PROFILES = 20_000
 #: The seed's trigger example: strings for the boolean and the date, as a CMS would send.
 SEED_PARAMETERS = {
     "audience": "audience",
@@ -44,6 +46,9 @@ def _prepare_environment() -> Path:
     os.environ["CARILLON_HOME"] = str(home)
     os.environ.setdefault("CARILLON_TICK_SECONDS", "0.5")
     os.environ.setdefault("CARILLON_SIGNAL_MIN_INTERVAL", "600")
+    # The demo's CRM extract is served on loopback, which downloads may not reach otherwise.
+    allowed = os.environ.get("CARILLON_TRANSFER_ALLOW_HOSTS", "")
+    os.environ["CARILLON_TRANSFER_ALLOW_HOSTS"] = ",".join(filter(None, [allowed, "127.0.0.1"]))
     return home
 
 
@@ -59,6 +64,16 @@ def run(console: Console, timeout: float) -> int:
         f"[bold]Carillon demo[/bold]: database {settings.database_url}, "
         f"broker {settings.broker_url}"
     )
+    from worker import demo_data
+
+    exports = home / "crm-exports"
+    exports.mkdir(parents=True, exist_ok=True)
+    extract = demo_data.write_profiles(exports / "profiles.csv.gz", DEMO_PROFILES)
+    server, base_url = demo_data.serve(exports)
+    console.print(
+        f"serving a CRM extract of {DEMO_PROFILES:,} profiles ({demo_data.gz_size(extract)}) "
+        f"at {base_url}/{extract.name}"
+    )
     procs = stack.Stack(dict(os.environ), home / "logs")
     procs.start("worker", stack.worker_command(2))
     procs.start("beat", stack.beat_command(settings))
@@ -70,16 +85,23 @@ def run(console: Console, timeout: float) -> int:
                 text = resources.files("worker.samples").joinpath(name).read_text("utf-8")
                 saved = catalog.save_definition(s, org, definitions.load_text(text))
                 console.print(f"loaded [bold]{saved.name}[/bold] (@{saved.pkey})")
-        for name in ("nightlyBatch", "cmsSend"):
+        for name in ("nightlyBatch", "cmsSend", "profileImport"):
             engine.command(None, name, "start")
             console.print(f"started {name}")
         trigger = engine.trigger(None, "cmsSend", "signal1", "demo-cms", dict(SEED_PARAMETERS))
         console.print(
             f"triggered cmsSend/signal1 with the seed's parameters -> job {trigger.job_id}"
         )
-        return _follow(console, runtime, procs, timeout, StateEvent, Task, Workflow, select)
+        url = f"{base_url}/{extract.name}"
+        trigger = engine.trigger(None, "profileImport", "signal1", "demo-crm", {"url": url})
+        console.print(f"triggered profileImport/signal1 with url={url} -> job {trigger.job_id}")
+        code = _follow(console, runtime, procs, timeout, StateEvent, Task, Workflow, select)
+        _show_data_results(console, runtime)
+        return code
     finally:
         procs.stop()
+        server.shutdown()
+        server.server_close()
 
 
 def _follow(
@@ -92,7 +114,35 @@ def _follow(
     Workflow: Any,
     select: Any,
 ) -> int:
-    """Print every task state change until both workflows are finished."""
+    """Print every task state change until the workflows are finished; bars for long work."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} {task.fields[unit]}"),
+        console=console,
+        transient=True,
+    )
+    bars: dict[str, Any] = {}
+    with progress:
+        return _follow_events(
+            progress, bars, runtime, procs, timeout, StateEvent, Task, Workflow, select
+        )
+
+
+def _follow_events(
+    progress: Any,
+    bars: dict[str, Any],
+    runtime: Any,
+    procs: Any,
+    timeout: float,
+    StateEvent: Any,
+    Task: Any,
+    Workflow: Any,
+    select: Any,
+) -> int:
+    console = progress.console
     last_event = 0
     deadline = time.monotonic() + timeout
     started = time.monotonic()
@@ -116,6 +166,18 @@ def _follow(
                 .order_by(StateEvent.id)
             ).all()
             states = dict(s.execute(select(Workflow.name, Workflow.state)).tuples().all())
+            running = s.execute(
+                select(Task.id, Task.activity, Task.progress).where(
+                    Task.state == "running", Task.progress.is_not(None)
+                )
+            ).all()
+        for task in running:
+            total = task.progress.get("total")
+            if task.id not in bars:
+                bars[task.id] = progress.add_task(
+                    task.activity, total=total, unit=task.progress.get("unit", "records")
+                )
+            progress.update(bars[task.id], completed=task.progress.get("done", 0), total=total)
         for event in events:
             last_event = event.id
             color = STYLE.get(event.to_state, "white")
@@ -162,7 +224,35 @@ def _summary(
             ok = ok and wf.state == "finished"
     console.print(table)
     if ok:
-        console.print(f"[green]both sample workflows finished in {elapsed:.1f} s[/green]")
+        console.print(f"[green]the sample workflows finished in {elapsed:.1f} s[/green]")
         return 0
     console.print("[red]the sample workflows did not all finish; see .carillon/demo/logs[/red]")
     return 1
+
+
+def _show_data_results(console: Console, runtime: Any) -> None:
+    """What profileImport left behind: its log of counts and the files it extracted."""
+    from worker import demo_data
+    from worker.models import LogLine, Task, Workflow
+
+    with runtime.sessions()() as s:
+        lines = s.execute(
+            select(LogLine.activity, LogLine.message)
+            .join(Workflow, Workflow.id == LogLine.workflow_id)
+            .where(Workflow.name == "profileImport", LogLine.level == "info")
+            .order_by(LogLine.id)
+        ).all()
+        files = s.execute(
+            select(Task.activity, Task.outlets, Task.inputs)
+            .join(Workflow, Workflow.id == Task.workflow_id)
+            .where(Workflow.name == "profileImport", Task.activity_type == "end")
+        ).all()
+    console.print("[bold]profileImport log[/bold]")
+    for activity, message in lines:
+        console.print(f"  {activity or '':<15} {message}")
+    for _activity, _outlets, inputs in files:
+        for producer, carried in sorted((inputs or {}).items()):
+            if carried.get("kind") == "file" and Path(carried["path"]).is_file():
+                console.print(f"  {producer} wrote {carried['path']}:")
+                for line in demo_data.sample_lines(Path(carried["path"])):
+                    console.print(f"    {line}")
