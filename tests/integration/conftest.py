@@ -86,6 +86,8 @@ class Stack(Harness):
             "CARILLON_REPUBLISH_SECONDS": str(settings.republish_seconds),
             "CARILLON_SIGNAL_MIN_INTERVAL": "0",
             "CARILLON_VISIBILITY_TIMEOUT": str(settings.visibility_timeout),
+            # Data tests serve their files on loopback, which downloads refuse by default.
+            "CARILLON_TRANSFER_ALLOW_HOSTS": "127.0.0.1",
             "PYTHONPATH": str(ROOT),
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
