@@ -235,7 +235,9 @@ def _check_value(op: str, node: dict[Any, Any], path: str) -> None:
             raise _error(path, "'between' expects [low, high]")
         _check_scalar(value[0], f"{path}[0]", ordered=True)
         _check_scalar(value[1], f"{path}[1]", ordered=True)
-        pair = _comparable(value[0], value[1])
+        # A placeholder bound ("$(vars/lo)") is only known at run time: compare then.
+        placeholder = any(isinstance(v, str) and "$(" in v for v in value)
+        pair = None if placeholder else _comparable(value[0], value[1])
         if pair is not None and pair[0] > pair[1]:
             raise _error(path, "low bound is greater than high bound")
     elif op == "relativeDays":
@@ -406,13 +408,13 @@ def _comparable(left: Any, right: Any) -> tuple[Any, Any] | None:
     if isinstance(left, bool) or isinstance(right, bool):
         return (left, right) if isinstance(left, bool) and isinstance(right, bool) else None
     if _is_number(left) or _is_number(right):
-        number_left = _as_number(left)
-        number_right = _as_number(right)
+        number_left = as_number(left)
+        number_right = as_number(right)
         if number_left is None or number_right is None:
             return None
         return number_left, number_right
     if isinstance(left, str) and isinstance(right, str):
-        time_left, time_right = _parse_temporal(left), _parse_temporal(right)
+        time_left, time_right = parse_temporal(left), parse_temporal(right)
         if time_left is None or time_right is None:
             return left, right
         return _temporal_pair(time_left, time_right)
@@ -426,7 +428,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _as_number(value: Any) -> int | float | None:
+def as_number(value: Any) -> int | float | None:
     if _is_number(value):
         return value
     if not isinstance(value, str) or not _NUMBER.fullmatch(value):
@@ -445,11 +447,11 @@ def _as_temporal(value: Any) -> date | None:
     if isinstance(value, date):
         return value
     if isinstance(value, str):
-        return _parse_temporal(value)
+        return parse_temporal(value)
     return None
 
 
-def _parse_temporal(text: str) -> date | None:
+def parse_temporal(text: str) -> date | None:
     """Parse an ISO-8601 date or datetime (`T`, `t` or a space between), else None."""
     match = _ISO.fullmatch(text)
     if match is None:

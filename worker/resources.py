@@ -43,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
-from worker import marketing
+from worker import marketing, models  # noqa: F401  (the organization table, for foreign keys)
 from worker.db import UTCDateTime
 from worker.errors import ConfigError, FilterError
 

@@ -345,7 +345,7 @@ def _coerce(value: Any, field: Field, path: str) -> Any:
 
 
 def _as_number(value: Any, field: Field, path: str) -> int | float:
-    number = None if isinstance(value, bool) else filters._as_number(value)
+    number = None if isinstance(value, bool) else filters.as_number(value)
     if number is None:
         raise _mismatch(field, "a number", value, path)
     if isinstance(number, int) and abs(number) > _INT64:
@@ -358,7 +358,7 @@ def _as_number(value: Any, field: Field, path: str) -> int | float:
 
 
 def _as_moment(value: Any, field: Field, path: str) -> dt.date:
-    moment = filters._parse_temporal(value) if isinstance(value, str) else None
+    moment = filters.parse_temporal(value) if isinstance(value, str) else None
     if isinstance(value, dt.date):
         moment = value
     if moment is None:

@@ -218,8 +218,8 @@ def test_every_sample_workflow_parses(path: Path) -> None:
     assert definition.entries()
 
 
-def test_the_samples_are_the_two_documented_workflows() -> None:
-    assert [p.name for p in SAMPLES] == ["cmsSend.yaml", "nightlyBatch.yaml"]
+def test_the_samples_are_the_three_documented_workflows() -> None:
+    assert [p.name for p in SAMPLES] == ["cmsSend.yaml", "nightlyBatch.yaml", "profileImport.yaml"]
 
 
 def test_the_test_plugin_types_are_registered() -> None:
@@ -252,9 +252,11 @@ def test_a_transition_may_name_one_activity_or_a_list() -> None:
 
 
 def test_an_unknown_activity_type_is_refused_listing_the_known_ones() -> None:
-    error = refused_naming(workflow(start("query1"), act("query1", "query"), end()), "query1")
+    error = refused_naming(
+        workflow(start("pigeon1"), act("pigeon1", "carrierPigeon"), end()), "pigeon1"
+    )
 
-    assert "unknown activity type 'query'" in str(error)
+    assert "unknown activity type 'carrierPigeon'" in str(error)
     assert "andJoin" in str(error) and "externalSignal" in str(error)
 
 

@@ -746,3 +746,10 @@ def test_not_of_a_valid_filter_is_its_negation(node: Any, context: dict[str, Any
     except FilterError:
         return
     assert evaluate({"not": node}, context, today=TODAY) is not evaluate(node, context, today=TODAY)
+
+
+def test_between_bounds_from_placeholders_are_left_for_run_time() -> None:
+    validate_filter({"field": "age", "op": "between", "value": ["$(vars/lo)", "$(vars/hi)"]})
+
+    with pytest.raises(FilterError, match="low bound is greater"):
+        validate_filter({"field": "age", "op": "between", "value": [9, 1]})
