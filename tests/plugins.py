@@ -104,3 +104,20 @@ class Collect(ActivityType):
 
     def run(self, ctx: Context) -> Outcome:
         return Outcome(vars={f"seen_{ctx.activity.name}": sorted(ctx.inputs)})
+
+
+@register
+class EmitTwo(ActivityType):
+    """Fires outlets `a` and `b`, each carrying its own file descriptor."""
+
+    name = "emitTwo"
+    quick = True
+
+    def outlets(self, activity: Activity) -> frozenset[str]:
+        return frozenset({"a", "b"})
+
+    def run(self, ctx: Context) -> Outcome:
+        return Outcome(
+            outlets=("a", "b"),
+            outputs={"a": {"kind": "file", "path": "a"}, "b": {"kind": "file", "path": "b"}},
+        )

@@ -434,15 +434,30 @@ class Engine:
     def _inputs_for(
         activity: Activity, outcome: Outcome, own: dict[str, Any]
     ) -> dict[str, dict[str, Any]]:
-        """Inputs of each successor: what its outlet carries, else this task's own inputs."""
+        """Inputs of each successor: what its outlet carries, else this task's own inputs.
+
+        Carried descriptors are keyed by this activity's name, or `name.outlet` when several
+        of its outlets carry something to the same successor (two segments into a union).
+        """
         if not outcome.outputs:
             return {}
+        carried_to: dict[str, list[str]] = {}
+        for outlet in outcome.outlets:
+            if outcome.outputs.get(outlet) is not None:
+                for target in activity.transitions.get(outlet, ()):
+                    carried_to.setdefault(target, []).append(outlet)
         found: dict[str, dict[str, Any]] = {}
         for outlet in outcome.outlets:
-            carried = outcome.outputs.get(outlet)
-            value = {activity.name: dict(carried)} if carried is not None else own
             for target in activity.transitions.get(outlet, ()):
-                found[target] = value
+                outlets = carried_to.get(target)
+                if not outlets:
+                    found.setdefault(target, own)
+                elif len(outlets) == 1:
+                    found[target] = {activity.name: dict(outcome.outputs[outlets[0]])}
+                else:
+                    found[target] = {
+                        f"{activity.name}.{name}": dict(outcome.outputs[name]) for name in outlets
+                    }
         return found
 
     def _targets(
@@ -576,7 +591,8 @@ class Engine:
         `passed` (the predecessor's own inputs) unchanged.
         """
         created: dict[str, str] = {}
-        for target in targets:
+        # A target reached by several fired outlets runs once, with everything they carry.
+        for target in dict.fromkeys(targets):
             target_inputs = (inputs or {}).get(target, passed or {})
             if definition.type_of(target).joins:
                 joined = self._arrive(

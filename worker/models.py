@@ -142,7 +142,8 @@ class JoinArrival(Base):
     """A branch that reached an and-join; the join starts when every inbound branch arrived."""
 
     __tablename__ = "join_arrival"
-    __table_args__ = (UniqueConstraint("from_task_id"),)
+    # One arrival per branch task and join: a task may lead to several joins.
+    __table_args__ = (UniqueConstraint("from_task_id", "join_activity"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))

@@ -140,12 +140,21 @@ def upgrade() -> None:
     with op.batch_alter_table("subscription", schema=None) as batch_op:
         batch_op.create_index("ix_subscription_service", ["service_id"], unique=False)
 
+    with op.batch_alter_table("join_arrival", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_join_arrival_from_task_id", type_="unique")
+        batch_op.create_unique_constraint(
+            "uq_join_arrival_from_task_id", ["from_task_id", "join_activity"]
+        )
+
     with op.batch_alter_table("task", schema=None) as batch_op:
         batch_op.add_column(sa.Column("inputs", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("progress", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("join_arrival", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_join_arrival_from_task_id", type_="unique")
+        batch_op.create_unique_constraint("uq_join_arrival_from_task_id", ["from_task_id"])
 
     with op.batch_alter_table("task", schema=None) as batch_op:
         batch_op.drop_column("progress")
