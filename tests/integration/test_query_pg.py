@@ -211,7 +211,7 @@ def test_the_query_activity_writes_unlogged_result_and_complement_tables(
     tasks = run(pg_harness, org, {"filter": {"field": "country", "op": "eq", "value": "FR"}})
 
     assert tasks["query1"].state == "done"
-    assert tasks["query1"].counts == {"query1": 2, "query1Complement": 3}
+    assert tasks["query1"].counts == {"query1": 2, "query1_complement": 3}
     result, rest = tasks["end1"].inputs["query1"], tasks["end2"].inputs["query1"]
     with pg_harness.sessions() as s:
         assert members(s, result) == {"a", "e"}
@@ -257,7 +257,7 @@ def test_a_query_over_fifty_thousand_generated_profiles_counts_right(
     )
 
     # Then n = 10, 100..190, 1000..1990 and 10000..19990 by tens: 1 + 10 + 100 + 1000
-    assert tasks["query1"].counts == {"query1": 1111, "query1Complement": 48_889}
+    assert tasks["query1"].counts == {"query1": 1111, "query1_complement": 48_889}
     with pg_harness.sessions() as s:
         messages = s.scalars(
             select(LogLine.message)

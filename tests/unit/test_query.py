@@ -118,7 +118,7 @@ def test_result_and_complement_split_the_organizations_profiles(seeded: Harness)
 
     query = task(seeded, "query1")
     assert query.state == "done" and query.outlets == ["result", "complement"]
-    assert query.counts == {"query1": 3, "query1Complement": 4}
+    assert query.counts == {"query1": 3, "query1_complement": 4}
     result = task(seeded, "end1").inputs["query1"]
     rest = task(seeded, "end2").inputs["query1"]
     assert result["kind"] == "population" and result["resource"] == "profile"
@@ -166,8 +166,8 @@ def test_complement_true_counts_the_complement_without_firing_it(seeded: Harness
 
     query = task(seeded, "query1")
     assert query.outlets == ["result"]
-    assert query.counts == {"query1": 2, "query1Complement": 5}
-    assert task(seeded, "end1").counts["query1Complement"] == 5  # usable by a later test
+    assert query.counts == {"query1": 2, "query1_complement": 5}
+    assert task(seeded, "end1").counts["query1_complement"] == 5  # usable by a later test
     assert state(seeded).state == "finished"
 
 
@@ -366,7 +366,7 @@ def test_extension_fields_and_resources_are_known_when_the_data_model_is_set(
     )
     extended.stub.drain()
 
-    assert task(extended, "query1").counts == {"query1": 3, "query1Complement": 3}
+    assert task(extended, "query1").counts == {"query1": 3, "query1_complement": 3}
     assert task(extended, "end1").inputs["query1"]["resource"] == "store"
 
 

@@ -52,7 +52,8 @@ class Query(ActivityType):
     with the matching records; `complement` with every other record of the resource in
     the organization (with a limit, the matching ones past it included), so result and
     complement always split the resource in two.
-    Counts: `<name>` and `<name>Complement`.
+    Counts: `<name>` and `<name>_complement` (`<name>_<outlet>` as in every activity with
+    several outputs).
     """
 
     name = "query"
@@ -119,7 +120,7 @@ class Query(ActivityType):
         if self._wants_complement(ctx.activity):
             rest = self._materialise(ctx, resource, _complement(resource, ctx.org_id, result), 1)
             ctx.log(f"{rest['count']:,} record(s) in the complement")
-            counts[f"{name}Complement"] = rest["count"]
+            counts[f"{name}_complement"] = rest["count"]
             outputs["complement"] = rest
         # The engine pauses a workflow on a fired outlet without a transition: fire only
         # the outlets that lead somewhere.
