@@ -167,11 +167,11 @@ def _follow_events(
             ).all()
             states = dict(s.execute(select(Workflow.name, Workflow.state)).tuples().all())
             running = s.execute(
-                select(Task.id, Task.activity, Task.progress).where(
-                    Task.state == "running", Task.progress.is_not(None)
-                )
+                select(Task.id, Task.activity, Task.progress).where(Task.state == "running")
             ).all()
         for task in running:
+            if not task.progress:  # JSON null: no progress reported
+                continue
             total = task.progress.get("total")
             if task.id not in bars:
                 bars[task.id] = progress.add_task(
