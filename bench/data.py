@@ -98,7 +98,7 @@ class DataBench:
         self.stub = StubDispatcher()
         self.engine = Engine(self.settings, self.sessions, self.stub, worker_name="bench")
         self.stub.engine = self.engine
-        self.org_name = f"bench-{uuid.uuid4().hex[:8]}"
+        self.org_name = f"bench_{uuid.uuid4().hex[:8]}"
         with self.sessions() as s, s.begin():
             self.org_id = catalog.ensure_org(s, self.org_name).id
 
