@@ -143,7 +143,11 @@ def beat() -> None:
     help="Seconds to wait for the sample workflows to finish.",
 )
 def demo(timeout: float) -> None:
-    """Run the sample workflows end to end on a fresh embedded stack, then exit."""
+    """Run the sample workflows end to end on a fresh embedded stack, then exit.
+
+    Includes profileImport: a generated CRM extract served on loopback is downloaded,
+    decompressed, loaded, upserted into profiles, queried, segmented and extracted.
+    """
     from worker import demo as demo_module
 
     sys.exit(demo_module.run(console, timeout))
