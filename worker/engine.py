@@ -196,6 +196,9 @@ class Engine:
                     return self._refuse_claim(s, task_id)
                 definition = self.definition(claimed.workflow_id, claimed.version, s)
                 kind = definition.type_of(claimed.activity)
+                # Warm the cache now: a query in the run's own transaction before the activity
+                # starts would take SQLite's write lock for the activity's whole duration.
+                self._org_of(s, claimed.workflow_id)
                 if kind.data:
                     self._check_data_slot(s, claimed.workflow_id)
                 if not kind.quick:
