@@ -249,22 +249,13 @@ def hand_written_targeting(bench: DataBench, suffix: str) -> float:
 
 def memory_workflow(file_name: str) -> dict[str, Any]:
     """Everything a data campaign does, on one file: for the memory child."""
+    start, transfer, load, _end = load_workflow(file_name)["activities"]
     return {
         "id": "benchMemory",
         "activities": [
-            {"name": "start1", "type": "start", "transitions": {"done": "transferFile1"}},
-            {
-                "name": "transferFile1",
-                "type": "transferFile",
-                "inboxFile": file_name,
-                "transitions": {"done": "loadFile1"},
-            },
-            {
-                "name": "loadFile1",
-                "type": "loadFile",
-                "columns": COLUMNS,
-                "transitions": {"done": "updateData1"},
-            },
+            start,
+            transfer,
+            {**load, "transitions": {"done": "updateData1"}},
             {
                 "name": "updateData1",
                 "type": "updateData",

@@ -11,7 +11,8 @@ dropped with its job's history.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy import Select, TableClause, column, delete, func, insert, select, table
 from sqlalchemy.ext.compiler import compiles
@@ -47,34 +48,56 @@ def table_name(task_id: str, attempt: int, index: int = 0) -> str:
     return f"wk_{task_id.replace('-', '')[:32]}_{attempt}_{index}"
 
 
-def create(
-    s: Session,
-    *,
-    org_id: int,
-    workflow_id: int,
-    job_id: str,
-    task_id: str,
-    attempt: int,
-    resource: str,
-    query: Select[Any],
-    index: int = 0,
-) -> Population:
+class _Owner(Protocol):
+    """What identifies the task creating a working table: an activity's Context, or Owner."""
+
+    session: Session
+    org_id: int
+    workflow_id: int
+    job_id: str
+    task_id: str
+    attempt: int
+
+
+@dataclass
+class Owner:
+    """A task's identity without a whole Context (scripts, tests)."""
+
+    session: Session
+    org_id: int
+    workflow_id: int
+    job_id: str
+    task_id: str
+    attempt: int
+
+
+def create(owner: _Owner, resource: str, query: Select[Any], index: int = 0) -> Population:
     """Materialise `query` (first column: the id) as a working table; return its descriptor."""
-    name = table_name(task_id, attempt, index)
+    s = owner.session
+    name = table_name(owner.task_id, owner.attempt, index)
     s.execute(_CreateTableAs(name, query))
     count = s.execute(select(func.count()).select_from(table(name))).scalar_one()
-    columns = [c.key for c in query.selected_columns][1:]
-    s.execute(
+    register(owner, name, resource, count)
+    return descriptor(name, resource, count, [str(c.key) for c in query.selected_columns][1:])
+
+
+def register(owner: _Owner, name: str, resource: str, count: int) -> None:
+    """Record a working table so it is dropped with its job's history."""
+    owner.session.execute(
         insert(working_table).values(
             name=name,
-            org_id=org_id,
-            workflow_id=workflow_id,
-            job_id=job_id,
-            task_id=task_id,
+            org_id=owner.org_id,
+            workflow_id=owner.workflow_id,
+            job_id=owner.job_id,
+            task_id=owner.task_id,
             resource=resource,
             count=count,
         )
     )
+
+
+def descriptor(name: str, resource: str, count: int, columns: list[str]) -> Population:
+    """What a transition carries for a working table."""
     return {
         "kind": "population",
         "table": name,

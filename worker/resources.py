@@ -28,12 +28,14 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
+    DateTime,
     Engine,
     Float,
     ForeignKey,
     FromClause,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
@@ -265,22 +267,25 @@ def _fields(table: Table) -> dict[str, Field]:
     for column in table.columns:
         if column.key == "org_id":
             continue
-        found[column.key] = Field(column.key, column, _kind(column.type))
+        found[column.key] = Field(column.key, column, kind_of(column.type) or "string")
     return found
 
 
-def _kind(type_: TypeEngine[Any]) -> str:
+def kind_of(type_: TypeEngine[Any]) -> str | None:
+    """The field kind of a column type (declared or reflected); None when it is none of them."""
     if isinstance(type_, Boolean):
         return "boolean"
-    if isinstance(type_, UTCDateTime):
+    if isinstance(type_, UTCDateTime | DateTime):
         return "datetime"
     if isinstance(type_, Date):
         return "date"
     if isinstance(type_, Integer):
         return "integer"
-    if isinstance(type_, Float):
+    if isinstance(type_, Float | Numeric):
         return "number"
-    return "string"
+    if isinstance(type_, String):
+        return "string"
+    return None
 
 
 def _subscriptions(tables: Mapping[str, Table]) -> Link:

@@ -34,14 +34,9 @@ def _seed(harness: Harness) -> tuple[int, int]:
 def _create(harness: Harness, org_id: int, workflow_id: int, task_id: str) -> dict[str, object]:
     with harness.sessions() as s, s.begin():
         return populations.create(
-            s,
-            org_id=org_id,
-            workflow_id=workflow_id,
-            job_id="job-1",
-            task_id=task_id,
-            attempt=1,
-            resource="profile",
-            query=select(profile.c.id, profile.c.email.label("mail")).where(
+            populations.Owner(s, org_id, workflow_id, "job-1", task_id, 1),
+            "profile",
+            select(profile.c.id, profile.c.email.label("mail")).where(
                 profile.c.org_id == org_id, profile.c.email != literal("p0@example.com")
             ),
         )
@@ -69,14 +64,9 @@ def test_a_rolled_back_transaction_leaves_no_table_and_no_registration(harness: 
     org_id, workflow_id = _seed(harness)
     with pytest.raises(RuntimeError), harness.sessions() as s, s.begin():
         populations.create(
-            s,
-            org_id=org_id,
-            workflow_id=workflow_id,
-            job_id="job-1",
-            task_id="t-rollback",
-            attempt=1,
-            resource="profile",
-            query=select(profile.c.id),
+            populations.Owner(s, org_id, workflow_id, "job-1", "t-rollback", 1),
+            "profile",
+            select(profile.c.id),
         )
         raise RuntimeError("crash mid-task")
 

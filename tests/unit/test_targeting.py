@@ -150,16 +150,8 @@ def session(harness: Harness) -> Iterator[Session]:
 def population(s: Session, org: str, ids: list[int], resource: str = "profile") -> dict[str, Any]:
     org_id = catalog.ensure_org(s, org).id
     table = marketing.metadata.tables[resource]
-    return populations.create(
-        s,
-        org_id=org_id,
-        workflow_id=0,
-        job_id=str(uuid.uuid4()),
-        task_id=str(uuid.uuid4()),
-        attempt=1,
-        resource=resource,
-        query=select(table.c.id).where(table.c.id.in_(ids)),
-    )
+    owner = populations.Owner(s, org_id, 0, str(uuid.uuid4()), str(uuid.uuid4()), 1)
+    return populations.create(owner, resource, select(table.c.id).where(table.c.id.in_(ids)))
 
 
 def context(

@@ -15,12 +15,9 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Float,
     Integer,
     MetaData,
-    Numeric,
-    String,
     Table,
     Text,
     and_,
@@ -44,11 +41,10 @@ from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 from sqlalchemy.sql.expression import Delete, Insert, Update
 from sqlalchemy.types import TypeEngine
 
-from worker import csvload, expressions, resources
+from worker import csvload, expressions, populations, resources
 from worker.activities.base import Activity, ActivityType, Context, Option, Outcome
 from worker.db import UTCDateTime
 from worker.errors import ActivityError, DefinitionError, FilterError
-from worker.marketing import working_table
 from worker.populations import table_name
 from worker.registry import register
 
@@ -98,31 +94,6 @@ def _create_table(s: Session, name: str, columns: list[Column]) -> Table:
     return table
 
 
-def _register(ctx: Context, name: str, resource: str, count: int) -> None:
-    """Record a working table so it is dropped with its job's history."""
-    ctx.session.execute(
-        insert(working_table).values(
-            name=name,
-            org_id=ctx.org_id,
-            workflow_id=ctx.workflow_id,
-            job_id=ctx.job_id,
-            task_id=ctx.task_id,
-            resource=resource,
-            count=count,
-        )
-    )
-
-
-def _population(name: str, resource: str, count: int, columns: list[str]) -> dict[str, Any]:
-    return {
-        "kind": "population",
-        "table": name,
-        "resource": resource,
-        "count": count,
-        "columns": columns,
-    }
-
-
 def _reflect(s: Session, population: Mapping[str, Any]) -> Table:
     """The inbound population's table with its column types."""
     try:
@@ -131,23 +102,6 @@ def _reflect(s: Session, population: Mapping[str, Any]) -> Table:
         raise ActivityError(
             f"the inbound population's table {population['table']} no longer exists"
         ) from None
-
-
-def _kind(type_: TypeEngine[Any]) -> str | None:
-    """The field kind of a column type (None when it is none of them)."""
-    if isinstance(type_, Boolean):
-        return "boolean"
-    if isinstance(type_, DateTime):
-        return "datetime"
-    if isinstance(type_, Date):
-        return "date"
-    if isinstance(type_, Integer):
-        return "integer"
-    if isinstance(type_, Float | Numeric):
-        return "number"
-    if isinstance(type_, String):
-        return "string"
-    return None
 
 
 def _resource(ctx: Context, name: str) -> resources.Resource:
@@ -337,9 +291,11 @@ class LoadFile(ActivityType):
             rejects.discard()
             raise
         name = table_name(ctx.task_id, ctx.attempt)
-        _register(ctx, name, "file", reader.loaded)
+        populations.register(ctx, name, "file", reader.loaded)
         ctx.log(f"{reader.loaded:,} line(s) loaded, {reader.rejected:,} rejected")
-        outputs = {"done": _population(name, "file", reader.loaded, [c.name for c in columns])}
+        outputs = {
+            "done": populations.descriptor(name, "file", reader.loaded, [c.name for c in columns])
+        }
         outlets: tuple[str, ...] = ("done",)
         if reject_file is not None:
             outlets, outputs["reject"] = ("done", "reject"), reject_file
@@ -456,7 +412,7 @@ def _resolve_mapping(
 def _check_kinds(source: Table, resource: resources.Resource, mapping: dict[str, str]) -> None:
     """Refuse what would need a lossy conversion; text fields take any value."""
     for target, column in mapping.items():
-        have, want = _kind(source.c[column].type), resource.fields[target].kind
+        have, want = resources.kind_of(source.c[column].type), resource.fields[target].kind
         if have is None or have == want or want == "string":
             continue
         if (have, want) == ("integer", "number"):
@@ -506,7 +462,7 @@ class _Update:
     def _staged_type(self, field: str) -> TypeEngine[Any]:
         type_ = self.target.c[field].type
         # Text, not VARCHAR(n): PostgreSQL would silently cut longer values on the cast.
-        return Text() if _kind(type_) == "string" else type_
+        return Text() if resources.kind_of(type_) == "string" else type_
 
     @staticmethod
     def _temporary(name: str, *columns: Column[Any]) -> Table:
@@ -755,12 +711,13 @@ class UpdateData(ActivityType):
         done = run.apply(operation, out, unique)
         run.drop()
         affected = done["inserted"] + done["updated"] + done["deleted"]
-        _register(ctx, name, resource.name, affected)
+        populations.register(ctx, name, resource.name, affected)
         self._log(ctx, operation, done, total - keyed, keyed - unique, unique)
         counts = {ctx.activity.name: affected}
         counts.update({f"{ctx.activity.name}{k.title()}": v for k, v in done.items()})
         return Outcome(
-            outputs={"done": _population(name, resource.name, affected, [])}, counts=counts
+            outputs={"done": populations.descriptor(name, resource.name, affected, [])},
+            counts=counts,
         )
 
     @staticmethod
@@ -894,7 +851,7 @@ class ExtractFile(ActivityType):
             field = spec["field"]
             if field in own and field in source.c:
                 value: ColumnElement[Any] = source.c[field]
-                kind = _kind(source.c[field].type)
+                kind = resources.kind_of(source.c[field].type)
             elif resource is not None and field in resource.fields:
                 value, kind, joined = (
                     resource.fields[field].column,

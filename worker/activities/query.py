@@ -111,14 +111,16 @@ class Query(ActivityType):
         query = select(resource.key).where(resource.org == ctx.org_id, condition)
         if "limit" in options:
             query = query.order_by(resource.key).limit(options["limit"])
-        result = self._materialise(ctx, resource, query, 0)
+        result = populations.create(ctx, resource.name, query, 0)
         name = ctx.activity.name
         ctx.log(f"{result['count']:,} record(s) selected")
         ctx.progress(result["count"], result["count"])
         outputs = {"result": result}
         counts = {name: result["count"]}
         if self._wants_complement(ctx.activity):
-            rest = self._materialise(ctx, resource, _complement(resource, ctx.org_id, result), 1)
+            rest = populations.create(
+                ctx, resource.name, _complement(resource, ctx.org_id, result), 1
+            )
             ctx.log(f"{rest['count']:,} record(s) in the complement")
             counts[f"{name}_complement"] = rest["count"]
             outputs["complement"] = rest
@@ -131,22 +133,6 @@ class Query(ActivityType):
     def _wants_complement(activity: Activity) -> bool:
         return bool(
             activity.options.get("complement", bool(activity.transitions.get("complement")))
-        )
-
-    @staticmethod
-    def _materialise(
-        ctx: Context, resource: resources.Resource, query: Select[Any], index: int
-    ) -> dict[str, Any]:
-        return populations.create(
-            ctx.session,
-            org_id=ctx.org_id,
-            workflow_id=ctx.workflow_id,
-            job_id=ctx.job_id,
-            task_id=ctx.task_id,
-            attempt=ctx.attempt,
-            resource=resource.name,
-            query=query,
-            index=index,
         )
 
 

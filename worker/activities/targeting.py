@@ -343,20 +343,6 @@ def _with_fields(source: _Source, resource: Resource, org_id: int) -> FromClause
     return source.table.outerjoin(resource.table, on)
 
 
-def _create(ctx: Context, resource: Resource, query: Select[Any], index: int) -> dict[str, Any]:
-    return populations.create(
-        ctx.session,
-        org_id=ctx.org_id,
-        workflow_id=ctx.workflow_id,
-        job_id=ctx.job_id,
-        task_id=ctx.task_id,
-        attempt=ctx.attempt,
-        resource=resource.name,
-        query=query,
-        index=index,
-    )
-
-
 def _fires(ctx: Context, outlet: str) -> bool:
     """Only outlets with a transition fire: the engine pauses on a fired outlet with none."""
     return bool(ctx.activity.transitions.get(outlet))
@@ -400,7 +386,7 @@ class Union(_Targeting):
         resource = _same_resource(sources)
         parts = [select(source.id.label("id")) for source in sources]
         merged = (union(*parts) if len(parts) > 1 else parts[0]).subquery("merged")
-        out = _create(ctx, resource, select(merged.c.id), 0)
+        out = populations.create(ctx, resource.name, select(merged.c.id), 0)
         ctx.log(f"{out['count']:,} record(s) in the union of {len(sources)} population(s)")
         return Outcome(outputs={"done": out}, counts={ctx.activity.name: out["count"]})
 
@@ -420,7 +406,7 @@ class Intersection(_Targeting):
         query = select(smallest.id).where(
             *(select(literal(1)).where(other.id == smallest.id).exists() for other in others)
         )
-        out = _create(ctx, resource, query, 0)
+        out = populations.create(ctx, resource.name, query, 0)
         ctx.log(f"{out['count']:,} record(s) in all {len(sources)} population(s)")
         return Outcome(outputs={"done": out}, counts={ctx.activity.name: out["count"]})
 
@@ -454,7 +440,7 @@ class Exclusion(_Targeting):
             )
         else:
             query = self._by_key(ctx, main, others, resource, key)
-        out = _create(ctx, resource, query, 0)
+        out = populations.create(ctx, resource.name, query, 0)
         removed = main.count - out["count"]
         ctx.log(f"{out['count']:,} record(s) kept, {removed:,} excluded")
         return Outcome(outputs={"done": out}, counts={ctx.activity.name: out["count"]})
@@ -581,14 +567,18 @@ class Segmentation(_Targeting):
             size = min(segment.limit, source.count - start)
             if segment.name in fired:
                 query = rows.offset(start).limit(size)
-                outputs[segment.name] = _create(ctx, source.resource, query, index + 1)
+                outputs[segment.name] = populations.create(
+                    ctx, source.resource.name, query, index + 1
+                )
                 ctx.progress(index + 1, len(segments) + 1, unit="segments")
             sizes[segment.name] = size
             start += size
         sizes[REMAINDER] = source.count - start
         if REMAINDER in fired:
             query = rows.offset(start)
-            outputs[REMAINDER] = _create(ctx, source.resource, query, len(segments) + 1)
+            outputs[REMAINDER] = populations.create(
+                ctx, source.resource.name, query, len(segments) + 1
+            )
         return sizes, outputs
 
     @staticmethod
@@ -636,7 +626,9 @@ class Segmentation(_Targeting):
             kept = [column for column in level.c if column.key != "_seg"]
             level = select(*kept, chosen).subquery(f"level{index + 1}")
         carried = [level.c[name] for name in source.columns]
-        assigned = _create(ctx, resource, select(level.c.id, level.c._seg, *carried), 0)
+        assigned = populations.create(
+            ctx, resource.name, select(level.c.id, level.c._seg, *carried), 0
+        )
         table = populations.as_table(assigned)
         found: dict[int | None, int] = {
             row[0]: row[1]
@@ -652,7 +644,7 @@ class Segmentation(_Targeting):
             if name not in fired:
                 continue
             where = table.c._seg == index if index < len(segments) else table.c._seg.is_(None)
-            outputs[name] = _create(ctx, resource, rows.where(where), index + 1)
+            outputs[name] = populations.create(ctx, resource.name, rows.where(where), index + 1)
             ctx.progress(index + 1, len(segments) + 1, unit="segments")
         return sizes, outputs
 
@@ -706,12 +698,14 @@ class Deduplication(_Targeting):
             .subquery("ranked")
         )
         rows = select(ranked.c.id, *(ranked.c[name] for name in source.columns))
-        done = _create(ctx, resource, rows.where(ranked.c._kept == 1), 0)
+        done = populations.create(ctx, resource.name, rows.where(ranked.c._kept == 1), 0)
         outlets = ["done"]
         outputs = {"done": done}
         removed = source.count - done["count"]
         if _fires(ctx, "duplicates"):
-            outputs["duplicates"] = _create(ctx, resource, rows.where(ranked.c._kept == 0), 1)
+            outputs["duplicates"] = populations.create(
+                ctx, resource.name, rows.where(ranked.c._kept == 0), 1
+            )
             removed = outputs["duplicates"]["count"]
             outlets.append("duplicates")
         ctx.log(f"{done['count']:,} record(s) kept, {removed:,} duplicate(s) removed")
@@ -745,7 +739,7 @@ class Enrichment(_Targeting):
         query = select(source.id, *source.carried(replaced), *added).select_from(
             _with_fields(source, resource, ctx.org_id)
         )
-        out = _create(ctx, resource, query, 0)
+        out = populations.create(ctx, resource.name, query, 0)
         ctx.log(f"{out['count']:,} record(s) enriched with {len(added)} column(s)")
         return Outcome(outputs={"done": out}, counts={ctx.activity.name: out["count"]})
 
@@ -911,6 +905,6 @@ class ReadAudience(_Targeting):
             )
             .where(audience_member.c.audienceId == found.id, resource.org == ctx.org_id)
         )
-        out = _create(ctx, resource, query, 0)
+        out = populations.create(ctx, resource.name, query, 0)
         ctx.log(f"{out['count']:,} record(s) read from audience '{name}'")
         return Outcome(outputs={"done": out}, counts={ctx.activity.name: out["count"]})
