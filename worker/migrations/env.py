@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from worker import marketing, models  # noqa: F401  (register their tables on Base.metadata)
+from worker import marketing, messaging, models  # noqa: F401  (register their tables on Base.metadata)
 from worker.db import Base
 
 config = context.config
