@@ -18,6 +18,7 @@ BUILTIN_MODULES = (
     "worker.activities.targeting",
     "worker.activities.files",
     "worker.activities.loading",
+    "worker.technical.cleanup",
 )
 
 

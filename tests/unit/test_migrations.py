@@ -9,6 +9,7 @@ from alembic.migration import MigrationContext
 
 from worker import marketing, messaging, models, schema  # noqa: F401  (register their tables)
 from worker.db import Base, make_engine
+from worker.technical import tables  # noqa: F401
 
 
 def test_migrations_match_the_declared_tables(tmp_path: Path) -> None:

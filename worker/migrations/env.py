@@ -6,6 +6,7 @@ from alembic import context
 
 from worker import marketing, messaging, models  # noqa: F401  (register their tables on Base.metadata)
 from worker.db import Base
+from worker.technical import tables  # noqa: F401
 
 config = context.config
 connection = config.attributes.get("connection")

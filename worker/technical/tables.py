@@ -1,0 +1,43 @@
+"""Tables of the technical workflows: admins' settings per workflow, and one row per fired slot.
+
+`technical_fire` is what makes a fire single: its primary key is (name, slot), so two beat
+processes, or a beat restarted mid-tick, that both send the 04:00 cleanup insert the same row
+and only the first insert starts a run (RELIABILITY.md section 3.6, invariant I6).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Column, DateTime, String, Table, true
+
+from worker.db import Base, UTCDateTime, utcnow
+
+metadata = Base.metadata
+
+#: Admins' view of a technical workflow: enabled or not, its schedule and properties.
+technical_setting = Table(
+    "technical_setting",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    #: A disabled (paused) technical workflow is not fired by beat; "run now" still works.
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    #: The schedule in the scheduler activity's format; NULL means beat_schedule.py's default.
+    Column("schedule", JSON),
+    #: Per-workflow properties (retention days, recipients, connector URLs...).
+    Column("properties", JSON, nullable=False, default=dict),
+    Column("last_slot", UTCDateTime, key="lastSlot"),
+    Column("last_outcome", String(255), nullable=False, server_default="", key="lastOutcome"),
+    Column("updated", UTCDateTime, nullable=False, default=utcnow),
+)
+
+#: One row per (technical workflow, scheduled instant) that some beat sent.
+technical_fire = Table(
+    "technical_fire",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    # Plain DateTime in UTC (naive) so the key compares equal on every backend.
+    Column("slot", DateTime, primary_key=True),
+    Column("fired_at", UTCDateTime, nullable=False, default=utcnow, key="firedAt"),
+    #: started, skipped (paused), skipped (still running), manual
+    Column("outcome", String(255), nullable=False, server_default=""),
+    Column("job_id", String(36), key="jobId"),
+)
