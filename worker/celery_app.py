@@ -11,6 +11,7 @@ from kombu import Queue
 
 from worker.config import Settings
 from worker.queues import CONTROL_QUEUE, QUEUES
+from worker.technical import beat as technical
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -55,12 +56,18 @@ def create_celery(settings: Settings) -> Celery:
                 "task": "carillon.tick",
                 "schedule": timedelta(seconds=settings.tick_seconds),
                 "options": {"queue": CONTROL_QUEUE, "expires": max(settings.tick_seconds * 5, 5)},
-            }
+            },
+            **(
+                technical.beat_entries(settings.technical_refresh, settings.technical_every)
+                if settings.technical_workflows
+                else {}
+            ),
         },
     )
     from worker.tasks import register_tasks
 
     register_tasks(app)
+    technical.register_tasks(app)
     return app
 
 

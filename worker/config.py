@@ -29,6 +29,13 @@ class Settings:
     max_running_workflows: int = 20
     #: CARILLON_TICK_SECONDS: period of the tick that fires timers and repairs (1.0).
     tick_seconds: float = 1.0
+    #: CARILLON_TECHNICAL_WORKFLOWS: "0" keeps beat from firing technical workflows (1).
+    technical_workflows: bool = True
+    #: CARILLON_TECHNICAL_REFRESH: seconds between beat's reads of admins' technical settings (5).
+    technical_refresh: float = 5.0
+    #: CARILLON_TECHNICAL_EVERY: tests and demos only: fire every technical workflow every N
+    #: seconds instead of its schedule (0 = off).
+    technical_every: int = 0
     #: CARILLON_LEASE_SECONDS: a running task whose heartbeat is older is re-enqueued (60).
     lease_seconds: int = 60
     #: CARILLON_REPUBLISH_SECONDS: a pending task older than this is published again (30).
@@ -76,6 +83,9 @@ class Settings:
             signal_min_interval=_int(env, "CARILLON_SIGNAL_MIN_INTERVAL", 600, minimum=0),
             max_running_workflows=_int(env, "CARILLON_MAX_RUNNING_WORKFLOWS", 20, minimum=1),
             tick_seconds=_float(env, "CARILLON_TICK_SECONDS", 1.0),
+            technical_workflows=env.get("CARILLON_TECHNICAL_WORKFLOWS", "1") != "0",
+            technical_refresh=_float(env, "CARILLON_TECHNICAL_REFRESH", 5.0),
+            technical_every=_int(env, "CARILLON_TECHNICAL_EVERY", 0, minimum=0),
             lease_seconds=_int(env, "CARILLON_LEASE_SECONDS", 60, minimum=2),
             republish_seconds=_int(env, "CARILLON_REPUBLISH_SECONDS", 30, minimum=1),
             max_attempts=_int(env, "CARILLON_MAX_ATTEMPTS", 5, minimum=1),

@@ -88,6 +88,8 @@ class Stack(Harness):
             "CARILLON_VISIBILITY_TIMEOUT": str(settings.visibility_timeout),
             # Data tests serve their files on loopback, which downloads refuse by default.
             "CARILLON_TRANSFER_ALLOW_HOSTS": "127.0.0.1",
+            # Technical workflows fire only in the tests about them (their own beats).
+            "CARILLON_TECHNICAL_WORKFLOWS": "0",
             "PYTHONPATH": str(ROOT),
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}

@@ -47,6 +47,11 @@ def fire(engine: Engine, name: str, slot: dt.datetime, *, manual: bool = False) 
             with s.begin_nested():
                 s.execute(technical_fire.insert().values(name=name, slot=slot))
         except IntegrityError:
+            s.execute(
+                update(technical_fire)
+                .where(technical_fire.c.name == name, technical_fire.c.slot == slot)
+                .values(sends=technical_fire.c.sends + 1)
+            )
             return FireResult(name, slot, "duplicate", "this slot already fired")
         status, detail, workflow_id = _decide(s, org_id, name, manual=manual)
         outcome = status if not detail else f"{status}: {detail}"

@@ -7,7 +7,7 @@ and only the first insert starts a run (RELIABILITY.md section 3.6, invariant I6
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, String, Table, true
+from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String, Table, true
 
 from worker.db import Base, UTCDateTime, utcnow
 
@@ -40,4 +40,6 @@ technical_fire = Table(
     #: started, skipped (paused), skipped (still running), manual
     Column("outcome", String(255), nullable=False, server_default=""),
     Column("job_id", String(36), key="jobId"),
+    #: How many times beat sent this slot (2 with two beat processes); only the first counts.
+    Column("sends", Integer, nullable=False, server_default="1"),
 )

@@ -86,6 +86,8 @@ def due(
     every_seconds: int = 0,
 ) -> tuple[bool, float | None]:
     """Whether a fire fell in (last_run_at, now], and the seconds to the next one (None: never)."""
+    if on_demand(options):
+        return False, None
     if every_seconds > 0:
         last_slot = slot(options, last_run_at, every_seconds)
         current = slot(options, now, every_seconds)

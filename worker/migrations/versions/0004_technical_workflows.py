@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("fired_at", worker.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("outcome", sa.String(length=255), server_default="", nullable=False),
         sa.Column("job_id", sa.String(length=36), nullable=True),
+        sa.Column("sends", sa.Integer(), server_default="1", nullable=False),
         sa.PrimaryKeyConstraint("name", "slot", name=op.f("pk_technical_fire")),
     )
     op.create_table(
