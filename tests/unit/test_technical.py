@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.conftest import Harness
+from worker.errors import CarillonError
 from worker.models import Command, Workflow
-from worker.technical import beat, fire, install, timing
+from worker.technical import admin, beat, fire, install, timing
 from worker.technical.tables import technical_fire, technical_setting
 
 UTC = dt.UTC
@@ -202,3 +203,57 @@ def test_admins_schedule_edit_is_seen_by_beat_without_restart(
             .values(enabled=False)
         )
     assert not schedule.is_due(an_hour_ago).is_due
+
+
+def test_admins_list_reschedule_pause_and_run_now(harness: Harness) -> None:
+    with harness.sessions() as s, s.begin():
+        listing = admin.list_all(s, now=DAY)
+        assert [item["id"] for item in listing] == list(SEED_FIRES)
+        cleanup = admin.describe(s, "cleanup", now=DAY)
+        assert cleanup["defaultSchedule"] and cleanup["installed"] and cleanup["enabled"]
+        assert cleanup["nextFires"][0] == "2026-11-23T04:00:00+00:00"
+        assert not admin.describe(s, "kpiSharing")["installed"]
+        admin.set_schedule(s, "cleanup", {"frequency": "daily", "times": ["05:30"]})
+        admin.set_enabled(s, "cleanup", False)
+        admin.set_properties(s, "cleanup", {"eventDays": 10})
+    with harness.sessions() as s, s.begin():
+        cleanup = admin.describe(s, "cleanup", now=DAY)
+        assert cleanup["schedule"] == {"frequency": "daily", "times": ["05:30"]}
+        assert not cleanup["enabled"] and cleanup["nextFires"] == []
+        assert cleanup["properties"] == {"eventDays": 10}
+        admin.set_schedule(s, "cleanup", None)
+        admin.set_enabled(s, "cleanup", True)
+    result = admin.run_now(harness.engine, "cleanup")
+    assert result.status == "started"
+    harness.stub.drain()
+    with harness.sessions() as s:
+        cleanup = admin.describe(s, "cleanup", now=DAY)
+    assert cleanup["defaultSchedule"] and cleanup["state"] == "finished"
+    assert cleanup["lastOutcome"] == "started"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: admin.set_schedule(s, "cleanup", {"frequency": "hourly"}), "frequency"),
+        (
+            lambda s: admin.set_schedule(s, "cleanup", {"frequency": "intraday", "every": "1mn"}),
+            "10",
+        ),
+        (lambda s: admin.set_schedule(s, "cleanup", ["daily"]), "must be an object"),
+        (lambda s: admin.set_schedule(s, "cleanup", {"frequency": "onDemand", "x": 1}), "onDemand"),
+        (lambda s: admin.set_properties(s, "cleanup", {"x": "y" * 9000}), "exceed"),
+        (lambda s: admin.set_properties(s, "cleanup", "x"), "must be an object"),
+        (lambda s: admin.set_enabled(s, "../etc", False), "not found"),
+        (lambda s: admin.describe(s, "cleanup" * 100), "not found"),
+    ],
+)
+def test_hostile_admin_changes_are_refused_and_change_nothing(
+    harness: Harness, call: Any, message: str
+) -> None:
+    with harness.sessions() as s, s.begin():
+        before = admin.list_all(s, now=DAY)
+    with pytest.raises(CarillonError, match=message), harness.sessions() as s, s.begin():
+        call(s)
+    with harness.sessions() as s, s.begin():
+        assert admin.list_all(s, now=DAY) == before
