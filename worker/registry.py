@@ -18,7 +18,10 @@ BUILTIN_MODULES = (
     "worker.activities.targeting",
     "worker.activities.files",
     "worker.activities.loading",
+    "worker.activities.validation",
     "worker.technical.cleanup",
+    "worker.technical.indicators",
+    "worker.technical.reporting",
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, inspect, select, text, update
 
 from tests.conftest import Harness
 from worker import catalog
@@ -161,7 +161,7 @@ def test_cleanup_purges_past_retention_and_keeps_live_and_recent_rows(harness: H
         ("wk_recent",),
     ]
     with harness.sessions() as s:
-        tables = {row[0] for row in s.execute(text("SELECT name FROM sqlite_master"))}
+        tables = set(inspect(s.connection()).get_table_names())
         logs = s.scalars(select(LogLine.message).where(LogLine.activity == "databaseCleanup1"))
         messages = list(logs)
     assert "wk_old_done" not in tables and {"wk_old_live", "wk_recent"} <= tables

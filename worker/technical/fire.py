@@ -40,7 +40,10 @@ def fire(engine: Engine, name: str, slot: dt.datetime, *, manual: bool = False) 
     if slot > utcnow() + dt.timedelta(minutes=5):
         # A slot in the future would block that future fire: refuse it.
         raise ValueError(f"slot {slot.isoformat()} is in the future")
-    slot = slot.astimezone(dt.UTC).replace(tzinfo=None, microsecond=0)
+    slot = slot.astimezone(dt.UTC).replace(tzinfo=None)
+    if not manual:
+        # Beat's slots are whole seconds; a manual run keeps its instant (two clicks, two rows).
+        slot = slot.replace(microsecond=0)
     with engine.session() as s, s.begin():
         org_id = install.ensure_installed(s)
         try:

@@ -23,6 +23,9 @@ SYSTEM_ORG = "system"
 #: Technical workflow -> (activity type doing its work, label from the seed).
 IMPLEMENTED: dict[str, tuple[str, str]] = {
     "cleanup": ("databaseCleanup", "Database cleanup"),
+    "reportingAggregates": ("reportingAggregates", "Reporting aggregates"),
+    "updateDeliveryExecInfo": ("updateDeliveryExecInfo", "Update delivery execution"),
+    "updateDeliveryIndicators": ("updateDeliveryIndicators", "Update delivery indicators"),
 }
 
 

@@ -7,7 +7,19 @@ and only the first insert starts a run (RELIABILITY.md section 3.6, invariant I6
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String, Table, true
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    true,
+)
 
 from worker.db import Base, UTCDateTime, utcnow
 
@@ -42,4 +54,32 @@ technical_fire = Table(
     Column("job_id", String(36), key="jobId"),
     #: How many times beat sent this slot (2 with two beat processes); only the first counts.
     Column("sends", Integer, nullable=False, server_default="1"),
+)
+
+#: Where an incremental technical workflow stopped reading a log: moved in the same
+#: transaction as the work it covers, so a crash in between replays the batch, never skips it
+#: and never counts it twice.
+technical_pointer = Table(
+    "technical_pointer",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False, server_default="0"),
+    Column("updated", UTCDateTime, nullable=False, default=utcnow),
+)
+
+#: Daily figures per organization and channel, for reports (reportingAggregates).
+reporting_aggregate = Table(
+    "reporting_aggregate",
+    metadata,
+    Column("org_id", ForeignKey("organization.id"), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("deliveries", Integer, nullable=False, server_default="0"),
+    Column("sent", BigInteger, nullable=False, server_default="0"),
+    Column("failed", BigInteger, nullable=False, server_default="0"),
+    Column("ignored", BigInteger, nullable=False, server_default="0"),
+    Column("bounced", BigInteger, nullable=False, server_default="0"),
+    Column("opens", BigInteger, nullable=False, server_default="0"),
+    Column("clicks", BigInteger, nullable=False, server_default="0"),
+    Column("updated", UTCDateTime, nullable=False, default=utcnow),
 )

@@ -1,4 +1,4 @@
-"""Technical workflows: admins' settings and one row per fired slot.
+"""Technical workflows: admins' settings, one row per fired slot, pointers, reporting aggregates.
 
 Revision ID: 0004
 Revises: 0003
@@ -39,7 +39,35 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_technical_setting")),
     )
 
+    op.create_table(
+        "technical_pointer",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("position", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("updated", worker.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_technical_pointer")),
+    )
+    op.create_table(
+        "reporting_aggregate",
+        sa.Column("org_id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("deliveries", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("sent", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("failed", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("ignored", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("bounced", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("opens", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("clicks", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("updated", worker.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"], ["organization.id"], name=op.f("fk_reporting_aggregate_org_id_organization")
+        ),
+        sa.PrimaryKeyConstraint("org_id", "day", "channel", name=op.f("pk_reporting_aggregate")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("reporting_aggregate")
+    op.drop_table("technical_pointer")
     op.drop_table("technical_setting")
     op.drop_table("technical_fire")
