@@ -36,6 +36,9 @@ class Settings:
     #: CARILLON_TECHNICAL_EVERY: tests and demos only: fire every technical workflow every N
     #: seconds instead of its schedule (0 = off).
     technical_every: int = 0
+    #: CARILLON_ANALYTICS_URL: the analytics connector kpiSharing and kpiReconciliation talk
+    #: to (POST/GET <url>/kpis); empty: a local file, CARILLON_HOME/analytics/kpis.jsonl.
+    analytics_url: str = ""
     #: CARILLON_LEASE_SECONDS: a running task whose heartbeat is older is re-enqueued (60).
     lease_seconds: int = 60
     #: CARILLON_REPUBLISH_SECONDS: a pending task older than this is published again (30).
@@ -86,6 +89,7 @@ class Settings:
             technical_workflows=env.get("CARILLON_TECHNICAL_WORKFLOWS", "1") != "0",
             technical_refresh=_float(env, "CARILLON_TECHNICAL_REFRESH", 5.0),
             technical_every=_int(env, "CARILLON_TECHNICAL_EVERY", 0, minimum=0),
+            analytics_url=env.get("CARILLON_ANALYTICS_URL", ""),
             lease_seconds=_int(env, "CARILLON_LEASE_SECONDS", 60, minimum=2),
             republish_seconds=_int(env, "CARILLON_REPUBLISH_SECONDS", 30, minimum=1),
             max_attempts=_int(env, "CARILLON_MAX_ATTEMPTS", 5, minimum=1),

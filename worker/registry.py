@@ -21,6 +21,7 @@ BUILTIN_MODULES = (
     "worker.activities.validation",
     "worker.technical.cleanup",
     "worker.technical.indicators",
+    "worker.technical.analytics",
     "worker.technical.reporting",
 )
 

@@ -9,6 +9,12 @@ import pytest
 
 from tests.conftest import Harness
 from tests.integration.conftest import _postgres_database
+from tests.unit.test_analytics import (
+    sink,
+    test_kpi_reconciliation_sends_only_what_differs,
+    test_kpi_sharing_posts_changed_deliveries_to_the_connector,
+    with_sink,
+)
 from tests.unit.test_cleanup import (
     test_cleanup_keeps_its_own_run_and_a_second_run_purges_nothing_more,
     test_cleanup_purges_past_retention_and_keeps_live_and_recent_rows,
@@ -26,14 +32,18 @@ from tests.unit.test_technical import (
 from worker.config import Settings
 
 __all__ = [
+    "sink",
     "test_a_crash_between_reading_and_writing_the_pointer_replays_once",
     "test_a_run_still_going_is_not_started_again_on_top_of_itself",
     "test_a_slot_fires_once_even_when_two_beats_send_it",
     "test_cleanup_keeps_its_own_run_and_a_second_run_purges_nothing_more",
     "test_cleanup_purges_past_retention_and_keeps_live_and_recent_rows",
     "test_delivery_kpis_are_recounted_for_deliveries_whose_logs_changed",
+    "test_kpi_reconciliation_sends_only_what_differs",
+    "test_kpi_sharing_posts_changed_deliveries_to_the_connector",
     "test_reporting_aggregates_are_per_day_and_channel_and_idempotent",
     "test_tracking_indicators_add_each_log_once_across_runs",
+    "with_sink",
 ]
 
 

@@ -24,6 +24,8 @@ SYSTEM_ORG = "system"
 IMPLEMENTED: dict[str, tuple[str, str]] = {
     "cleanup": ("databaseCleanup", "Database cleanup"),
     "reportingAggregates": ("reportingAggregates", "Reporting aggregates"),
+    "kpiSharing": ("kpiSharing", "Share KPIs with analytics"),
+    "kpiReconciliation": ("kpiReconciliation", "Reconcile KPIs with analytics"),
     "updateDeliveryExecInfo": ("updateDeliveryExecInfo", "Update delivery execution"),
     "updateDeliveryIndicators": ("updateDeliveryIndicators", "Update delivery indicators"),
 }
