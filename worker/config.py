@@ -39,6 +39,9 @@ class Settings:
     #: CARILLON_ANALYTICS_URL: the analytics connector kpiSharing and kpiReconciliation talk
     #: to (POST/GET <url>/kpis); empty: a local file, CARILLON_HOME/analytics/kpis.jsonl.
     analytics_url: str = ""
+    #: CARILLON_DELIVERABILITY_URL: where deliverabilityUpdate GETs its bounce rules and mail
+    #: domains (JSON); empty: the list shipped with Carillon.
+    deliverability_url: str = ""
     #: CARILLON_LEASE_SECONDS: a running task whose heartbeat is older is re-enqueued (60).
     lease_seconds: int = 60
     #: CARILLON_REPUBLISH_SECONDS: a pending task older than this is published again (30).
@@ -56,6 +59,12 @@ class Settings:
     api_port: int = 8080
     #: CARILLON_PUBLIC_URL: base of absolute links (trigger hrefs); default http://host:port.
     public_url: str = ""
+    #: CARILLON_TRACKING_URL: public base of the open pixel and click redirects written into
+    #: sent messages (the API's address as recipients reach it); default CARILLON_PUBLIC_URL.
+    tracking_url: str = ""
+    #: CARILLON_SECRET_KEY: HMAC key signing tracking links; default a random key generated
+    #: once into CARILLON_HOME/secret_key (0600). Every API and worker must share it.
+    secret_key: str = field(default="", repr=False)
     #: CARILLON_FAILPOINT: test-only crash points (e.g. after_commit_before_publish).
     failpoint: str = ""
     #: CARILLON_DATA_MODEL: YAML file adding profile columns and resources (see resources.py).
@@ -90,6 +99,7 @@ class Settings:
             technical_refresh=_float(env, "CARILLON_TECHNICAL_REFRESH", 5.0),
             technical_every=_int(env, "CARILLON_TECHNICAL_EVERY", 0, minimum=0),
             analytics_url=env.get("CARILLON_ANALYTICS_URL", ""),
+            deliverability_url=env.get("CARILLON_DELIVERABILITY_URL", ""),
             lease_seconds=_int(env, "CARILLON_LEASE_SECONDS", 60, minimum=2),
             republish_seconds=_int(env, "CARILLON_REPUBLISH_SECONDS", 30, minimum=1),
             max_attempts=_int(env, "CARILLON_MAX_ATTEMPTS", 5, minimum=1),
@@ -99,6 +109,8 @@ class Settings:
             api_host=env.get("CARILLON_API_HOST", "127.0.0.1"),
             api_port=_int(env, "CARILLON_API_PORT", 8080, minimum=1, maximum=65535),
             public_url=env.get("CARILLON_PUBLIC_URL", ""),
+            tracking_url=env.get("CARILLON_TRACKING_URL", ""),
+            secret_key=env.get("CARILLON_SECRET_KEY", ""),
             failpoint=env.get("CARILLON_FAILPOINT", ""),
             data_model=env.get("CARILLON_DATA_MODEL", ""),
             files_dir=_path(env, "CARILLON_FILES_DIR"),
@@ -130,6 +142,8 @@ class Settings:
             broker_url=broker_url,
             result_backend=result_backend,
             public_url=public_url.rstrip("/"),
+            tracking_url=(self.tracking_url or public_url).rstrip("/"),
+            secret_key=self.secret_key or _secret_key(self.home / "secret_key"),
         )
 
     @property
@@ -188,3 +202,24 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _secret_key(path: Path) -> str:
+    """The key kept in `path`, created once; concurrent first starts all read the same key."""
+    if path.exists():
+        return path.read_text().strip()
+    import secrets
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")
+    try:
+        with os.fdopen(fd, "w") as out:  # mkstemp makes it 0600
+            out.write(secrets.token_urlsafe(32))
+        # link() never replaces: the first process to link wins, the others read its key.
+        os.link(staging, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(staging)
+    return path.read_text().strip()

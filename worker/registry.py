@@ -22,6 +22,7 @@ BUILTIN_MODULES = (
     "worker.technical.cleanup",
     "worker.technical.indicators",
     "worker.technical.analytics",
+    "worker.technical.deliverability",
     "worker.technical.reporting",
 )
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,14 +29,11 @@ from worker.config import Settings
 from worker.errors import ActivityError
 from worker.messaging import delivery
 from worker.registry import register
+from worker.technical import http
 from worker.technical.indicators import SETTLE, read_pointer, write_pointer
 
 #: Records per request: bounded bodies whatever the backlog.
 BATCH = 500
-#: Seconds an HTTP call to the connector may take.
-TIMEOUT = 30
-#: The largest answer read from the connector.
-MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 class AnalyticsConnector(Protocol):
@@ -72,37 +68,25 @@ class HttpAnalytics:
     """The connector over HTTP(S); the URL is the operator's configuration, not user input."""
 
     def __init__(self, base_url: str) -> None:
-        parsed = urllib.parse.urlsplit(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ActivityError("CARILLON_ANALYTICS_URL must be an http(s) URL")
-        self.base_url = base_url.rstrip("/")
-
-    def _call(self, request: urllib.request.Request) -> bytes:
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
-                body: bytes = answer.read(MAX_ANSWER_BYTES + 1)
-        except urllib.error.HTTPError as exc:
-            raise ActivityError(f"analytics connector answered {exc.code}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise ActivityError(f"analytics connector unreachable: {exc}") from None
-        if len(body) > MAX_ANSWER_BYTES:
-            raise ActivityError("analytics connector answer too large")
-        return body
+        self.base_url = http.checked_base_url(base_url, "CARILLON_ANALYTICS_URL")
 
     def push(self, records: Sequence[Mapping[str, Any]], key: str) -> None:
         body = json.dumps({"records": list(records)}).encode()
-        self._call(
+        http.call(
             urllib.request.Request(
                 f"{self.base_url}/kpis",
                 data=body,
                 method="POST",
                 headers={"Content-Type": "application/json", "Idempotency-Key": key},
-            )
+            ),
+            "analytics connector",
         )
 
     def fetch(self, delivery_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         query = urllib.parse.urlencode({"deliveryId": ",".join(map(str, delivery_ids))})
-        raw = self._call(urllib.request.Request(f"{self.base_url}/kpis?{query}"))
+        raw = http.call(
+            urllib.request.Request(f"{self.base_url}/kpis?{query}"), "analytics connector"
+        )
         try:
             records = json.loads(raw)["records"]
             return {int(r["deliveryId"]): dict(r) for r in records if isinstance(r, dict)}

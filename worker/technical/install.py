@@ -26,6 +26,7 @@ IMPLEMENTED: dict[str, tuple[str, str]] = {
     "reportingAggregates": ("reportingAggregates", "Reporting aggregates"),
     "kpiSharing": ("kpiSharing", "Share KPIs with analytics"),
     "kpiReconciliation": ("kpiReconciliation", "Reconcile KPIs with analytics"),
+    "deliverabilityUpdate": ("deliverabilityUpdate", "Update for deliverability"),
     "updateDeliveryExecInfo": ("updateDeliveryExecInfo", "Update delivery execution"),
     "updateDeliveryIndicators": ("updateDeliveryIndicators", "Update delivery indicators"),
 }

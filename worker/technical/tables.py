@@ -83,3 +83,25 @@ reporting_aggregate = Table(
     Column("clicks", BigInteger, nullable=False, server_default="0"),
     Column("updated", UTCDateTime, nullable=False, default=utcnow),
 )
+
+#: How bounce texts are qualified (deliverabilityUpdate loads them; bounces read them).
+bounce_rule = Table(
+    "bounce_rule",
+    metadata,
+    Column("pattern", String(255), primary_key=True),
+    #: hard, soft, complaint, ignored
+    Column("kind", String(16), nullable=False),
+    Column("reason", String(64), nullable=False, server_default=""),
+    Column("position", Integer, nullable=False, server_default="0"),
+    Column("updated", UTCDateTime, nullable=False, default=utcnow),
+)
+
+#: Known mail domains, their MX hosts and sending limits (deliverabilityUpdate).
+mail_domain = Table(
+    "mail_domain",
+    metadata,
+    Column("domain", String(255), primary_key=True),
+    Column("mx", JSON, nullable=False, default=list),
+    Column("max_connections", Integer, nullable=False, server_default="10", key="maxConnections"),
+    Column("updated", UTCDateTime, nullable=False, default=utcnow),
+)

@@ -65,8 +65,28 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("org_id", "day", "channel", name=op.f("pk_reporting_aggregate")),
     )
 
+    op.create_table(
+        "bounce_rule",
+        sa.Column("pattern", sa.String(length=255), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("reason", sa.String(length=64), server_default="", nullable=False),
+        sa.Column("position", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("updated", worker.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("pattern", name=op.f("pk_bounce_rule")),
+    )
+    op.create_table(
+        "mail_domain",
+        sa.Column("domain", sa.String(length=255), nullable=False),
+        sa.Column("mx", sa.JSON(), nullable=False),
+        sa.Column("max_connections", sa.Integer(), server_default="10", nullable=False),
+        sa.Column("updated", worker.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("domain", name=op.f("pk_mail_domain")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("mail_domain")
+    op.drop_table("bounce_rule")
     op.drop_table("reporting_aggregate")
     op.drop_table("technical_pointer")
     op.drop_table("technical_setting")
