@@ -23,6 +23,7 @@ BUILTIN_MODULES = (
     "worker.technical.indicators",
     "worker.technical.analytics",
     "worker.technical.deliverability",
+    "worker.technical.audiences",
     "worker.technical.reporting",
 )
 

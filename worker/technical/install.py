@@ -27,6 +27,7 @@ IMPLEMENTED: dict[str, tuple[str, str]] = {
     "kpiSharing": ("kpiSharing", "Share KPIs with analytics"),
     "kpiReconciliation": ("kpiReconciliation", "Reconcile KPIs with analytics"),
     "deliverabilityUpdate": ("deliverabilityUpdate", "Update for deliverability"),
+    "importSharedAudience": ("importSharedAudience", "Import shared audiences"),
     "updateDeliveryExecInfo": ("updateDeliveryExecInfo", "Update delivery execution"),
     "updateDeliveryIndicators": ("updateDeliveryIndicators", "Update delivery indicators"),
 }
