@@ -24,6 +24,7 @@ BUILTIN_MODULES = (
     "worker.technical.analytics",
     "worker.technical.deliverability",
     "worker.technical.audiences",
+    "worker.technical.optouts",
     "worker.technical.reporting",
 )
 

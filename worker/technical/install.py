@@ -28,6 +28,7 @@ IMPLEMENTED: dict[str, tuple[str, str]] = {
     "kpiReconciliation": ("kpiReconciliation", "Reconcile KPIs with analytics"),
     "deliverabilityUpdate": ("deliverabilityUpdate", "Update for deliverability"),
     "importSharedAudience": ("importSharedAudience", "Import shared audiences"),
+    "mobileAppOptOutMgt": ("mobileAppOptOutMgt", "Push opt-out management"),
     "updateDeliveryExecInfo": ("updateDeliveryExecInfo", "Update delivery execution"),
     "updateDeliveryIndicators": ("updateDeliveryIndicators", "Update delivery indicators"),
 }
