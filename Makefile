@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BENCH_ENV) $(BIN)/python bench/engine_overhead.py
 	$(BENCH_ENV) $(BIN)/python bench/api_trigger.py
 	$(BENCH_ENV) $(BIN)/python bench/data.py
+	$(BENCH_ENV) $(BIN)/python -m bench.delivery
 
 clean:
 	rm -rf $(VENV) .carillon .pytest_cache .mypy_cache .ruff_cache

@@ -38,6 +38,16 @@ def create_app(
     auth.init_app(app)
     for blueprint in (health.bp, openapi.bp, executions.bp, history.bp, definitions.bp):
         app.register_blueprint(blueprint)
+    from api import events, templates, tracking
+
+    for blueprint in (events.bp, templates.bp, tracking.bp):
+        app.register_blueprint(blueprint)
+    from api import validations
+
+    app.register_blueprint(validations.bp)
+    from api import technical
+
+    app.register_blueprint(technical.bp)
     return app
 
 

@@ -8,8 +8,11 @@ from api.context import Caller, carillon
 from api.errors import ApiError
 from worker import catalog
 
-#: Endpoints anyone may call: liveness and the API description.
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "openapi.spec"})
+#: Endpoints anyone may call: liveness, the API description, and the tracking pixel and
+#: redirects that recipients' mail clients follow.
+PUBLIC_ENDPOINTS = frozenset(
+    {"health.healthz", "openapi.spec", "tracking.open_pixel", "tracking.click"}
+)
 UNAUTHORIZED = "missing or invalid credentials: send Authorization: Bearer <token> and X-Api-Key"
 
 

@@ -31,6 +31,11 @@ PATH_PARAMETERS = {
     "activity_ref": "the external-signal activity's PKey (`@name`) or name",
     "definition_id": "the workflow's internal name, or its PKey (`@...`)",
     "job_id": "the job's id",
+    "validation_ref": "the validation's PKey (`@...`)",
+    "event_type": "the event type: letters, digits and '_' (at most 64)",
+    "event_ref": "the event's PKey (`@...`), as the POST returned it",
+    "template_ref": "the message template's name, or its PKey (`@name`)",
+    "token": "a signed tracking token, as written in the sent message",
 }
 
 
@@ -56,6 +61,10 @@ RESPONSES: dict[str, dict[str, Any]] = {
         },
     },
     "InternalError": _error("an unexpected error (logged; the body says nothing more)"),
+    "InvalidSetting": _error("the setting is invalid (a schedule, properties); nothing changed"),
+    "InvalidTemplate": _error(
+        "the template is invalid; details.field names the field (and details.line the line)"
+    ),
 }
 
 _LINK = {"type": "object", "properties": {"href": {"type": "string", "format": "uri"}}}
@@ -100,6 +109,214 @@ _WORKFLOW = {
         "jobs": _LINK,
         "tasks": _LINK,
         "logs": _LINK,
+    },
+}
+
+_EVENT_STATUSES = [
+    "pending",
+    "processing",
+    "processed",
+    "ignored",
+    "deliveryFailed",
+    "routingFailed",
+    "tooOld",
+    "paused",
+]
+_CONTENT = {
+    "type": "object",
+    "description": "Jinja2 (sandboxed) strings reading `ctx`: email {subject, html, text}, "
+    "sms {text}, push {title, body}",
+    "additionalProperties": {"type": "string"},
+}
+#: Transactional events, message templates, bounces.
+EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
+    "EventRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "at least one address; the channel is that of the first present of "
+        "email, mobilePhone, pushToken",
+        "properties": {
+            "email": {"type": "string", "maxLength": 255},
+            "mobilePhone": {"type": "string", "maxLength": 32},
+            "pushToken": {"type": "string", "maxLength": 255},
+            "ctx": {
+                "type": "object",
+                "description": "free JSON read by templates as `ctx`: at most 10 levels deep, "
+                "2000 keys and items, keys of at most 128 characters",
+                "additionalProperties": True,
+            },
+        },
+    },
+    "Event": {
+        "type": "object",
+        "properties": {
+            "PKey": {"type": "string", "example": "@x4Gd1U0mBqCw0zXJ3nY2kS1T"},
+            "eventType": {"type": "string"},
+            "status": {"type": "string", "enum": _EVENT_STATUSES},
+            "reason": {"type": "string", "nullable": True},
+            "email": {"type": "string", "nullable": True},
+            "mobilePhone": {"type": "string", "nullable": True},
+            "pushToken": {"type": "string", "nullable": True},
+            "ctx": _ANY_OBJECT,
+            "created": {"type": "string", "format": "date-time"},
+            "lastModified": {"type": "string", "format": "date-time"},
+            "href": {"type": "string", "format": "uri"},
+        },
+    },
+    "MessageTemplateRequest": {
+        "type": "object",
+        "required": ["name", "eventType", "content"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_-]{0,63}$"},
+            "label": {"type": "string", "maxLength": 255},
+            "eventType": {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"},
+            "channel": {"type": "string", "enum": ["email", "sms", "push"], "default": "email"},
+            "content": _CONTENT,
+            "expiryHours": {"type": "integer", "minimum": 1, "maximum": 8784, "default": 24},
+            "published": {"type": "boolean", "default": True},
+        },
+    },
+    "MessageTemplate": {
+        "type": "object",
+        "properties": {
+            "PKey": {"type": "string", "example": "@orderConfirmation"},
+            "name": {"type": "string"},
+            "label": {"type": "string"},
+            "eventType": {"type": "string"},
+            "channel": {"type": "string", "enum": ["email", "sms", "push"]},
+            "content": _CONTENT,
+            "published": {"type": "boolean"},
+            "expiryHours": {"type": "integer"},
+            "created": {"type": "string", "format": "date-time"},
+            "href": {"type": "string", "format": "uri"},
+        },
+    },
+    "MessageTemplatePage": _page("MessageTemplate"),
+    "Bounce": {
+        "type": "object",
+        "required": ["messageId", "kind"],
+        "additionalProperties": False,
+        "properties": {
+            "messageId": {"type": "string", "maxLength": 255},
+            "kind": {"type": "string", "enum": ["hard", "soft", "complaint"]},
+            "detail": {"type": "string", "description": "the provider's text (200 kept)"},
+        },
+    },
+    "BounceReport": {
+        "type": "object",
+        "properties": {
+            "received": {"type": "integer"},
+            "recorded": {"type": "integer", "description": "tracking logs written"},
+            "bounced": {"type": "integer", "description": "delivery logs sent -> bounced"},
+            "quarantined": {"type": "integer", "description": "profiles quarantined"},
+            "eventsFailed": {"type": "integer", "description": "events processed -> failed"},
+            "unknown": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+            "unknownCount": {"type": "integer"},
+        },
+    },
+}
+
+#: Validations (human tasks) and their decisions.
+VALIDATION_SCHEMAS: dict[str, dict[str, Any]] = {
+    "DecisionRequest": {
+        "type": "object",
+        "required": ["decision", "user"],
+        "additionalProperties": False,
+        "properties": {
+            "decision": {"type": "string", "enum": ["approve", "reject"]},
+            "comment": {
+                "type": "string",
+                "maxLength": 4000,
+                "description": "why; required to reject",
+            },
+            "user": {"type": "string", "maxLength": 128, "description": "who decides"},
+        },
+    },
+    "Validation": {
+        "type": "object",
+        "properties": {
+            "PKey": {"type": "string", "example": "@0b4e7c36-5d2a-4d44-9a51-0b1f3a3c1c11"},
+            "href": {"type": "string", "format": "uri"},
+            "state": {
+                "type": "string",
+                "enum": ["pending", "approved", "rejected", "timedOut", "cancelled"],
+            },
+            "subject": {"type": "string"},
+            "instructions": {"type": "string", "nullable": True},
+            "assignee": {"type": "string", "description": "a user name, or empty"},
+            "group": {"type": "string", "description": "a group name, or empty"},
+            "dueAt": {**_NULLABLE_TIME, "description": "when the timeout outlet fires"},
+            "created": {"type": "string", "format": "date-time"},
+            "decidedBy": {"type": "string"},
+            "decidedAt": _NULLABLE_TIME,
+            "comment": {"type": "string"},
+            "workflow": {
+                "type": "object",
+                "nullable": True,
+                "properties": {
+                    "id": {"type": "string"},
+                    "PKey": {"type": "string"},
+                    "href": {"type": "string", "format": "uri"},
+                },
+            },
+            "activity": {"type": "string"},
+            "job": {"type": "string"},
+            "task": {"type": "string"},
+            "decision": {**_LINK, "description": "where to POST the decision"},
+        },
+    },
+    "ValidationPage": _page("Validation"),
+}
+
+_TECHNICAL = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "example": "cleanup"},
+        "enabled": {"type": "boolean", "description": "false: beat does not fire it"},
+        "schedule": {**_ANY_OBJECT, "description": "the scheduler activity's options"},
+        "defaultSchedule": {"type": "boolean", "description": "true: beat_schedule.py's"},
+        "nextFires": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+        "properties": _ANY_OBJECT,
+        "lastSlot": _NULLABLE_TIME,
+        "lastOutcome": {"type": "string", "example": "started"},
+        "installed": {"type": "boolean", "description": "false: not built in this version"},
+        "state": {"type": "string", "nullable": True},
+        "workflowPKey": {"type": "string", "nullable": True},
+    },
+}
+
+#: Technical workflows, for the system organization's admins.
+TECHNICAL_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Technical": _TECHNICAL,
+    "TechnicalList": {
+        "type": "object",
+        "properties": {
+            "content": {"type": "array", "items": {"$ref": "#/components/schemas/Technical"}},
+            "count": {"type": "object", "properties": {"value": {"type": "integer"}}},
+        },
+    },
+    "TechnicalChange": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "enabled": {"type": "boolean"},
+            "schedule": {
+                **_ANY_OBJECT,
+                "nullable": True,
+                "description": "scheduler options (10-minute minimum); null: the default",
+            },
+            "properties": {**_ANY_OBJECT, "description": "at most 8 KB of JSON"},
+        },
+    },
+    "TechnicalRun": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": ["started", "skipped", "duplicate"]},
+            "detail": {"type": "string"},
+            "slot": {"type": "string", "format": "date-time"},
+        },
     },
 }
 
@@ -287,6 +504,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "TaskPage": _page("Task"),
     "LogPage": _page("LogLine"),
     "Health": {"type": "object", "properties": {"status": {"type": "string", "example": "ok"}}},
+    **EVENT_SCHEMAS,
+    **VALIDATION_SCHEMAS,
+    **TECHNICAL_SCHEMAS,
 }
 
 PARAMETERS: dict[str, dict[str, Any]] = {

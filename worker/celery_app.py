@@ -57,6 +57,12 @@ def create_celery(settings: Settings) -> Celery:
                 "schedule": timedelta(seconds=settings.tick_seconds),
                 "options": {"queue": CONTROL_QUEUE, "expires": max(settings.tick_seconds * 5, 5)},
             },
+            # Safety net of transactional events: pending ones whose message was lost.
+            "carillon-events-sweep": {
+                "task": "carillon.sweep_events",
+                "schedule": timedelta(seconds=settings.republish_seconds),
+                "options": {"queue": CONTROL_QUEUE, "expires": settings.republish_seconds},
+            },
             **(
                 technical.beat_entries(settings.technical_refresh, settings.technical_every)
                 if settings.technical_workflows

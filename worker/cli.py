@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from worker import cli_technical
 from worker.errors import CarillonError
 
 console = Console()
@@ -393,6 +394,95 @@ def workflow_tasks(workflow_id: str, limit: int) -> None:
     console.print(table)
 
 
+@main.group()
+def validation() -> None:
+    """Human validations (the validation activity): list them, approve or reject one."""
+
+
+@validation.command("list")
+@click.option("--org", default=None, help="Only this organization's validations.")
+@click.option(
+    "--state",
+    type=click.Choice(["pending", "approved", "rejected", "timedOut", "cancelled", "all"]),
+    default="pending",
+    show_default=True,
+    help="Only validations in this state ('all' for every state).",
+)
+@click.option("--assignee", default=None, help="Only those assigned to this user.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+def validation_list(org: str | None, state: str, assignee: str | None, limit: int) -> None:
+    """List validations, oldest first, with their PKey for approve/reject."""
+    from worker import validations
+
+    runtime = _runtime()
+    engine = runtime.engine()
+    table = Table(
+        "PKey", "state", "org", "workflow", "activity", "subject", "assignee", "group", "due"
+    )
+    with runtime.sessions()() as s:
+        stmt = validations.list_ids(
+            None,
+            state=None if state == "all" else state,
+            assignee=assignee,
+            org_name=org,
+        )
+        ids = list(s.scalars(stmt.limit(limit)))
+        for found in validations.describe(engine, s, ids):
+            table.add_row(
+                found["PKey"],
+                found["state"],
+                found["org"],
+                found["workflow"] or "",
+                found["activity"],
+                found["subject"],
+                found["assignee"],
+                found["group"],
+                found["dueAt"] or "never",
+            )
+    console.print(table)
+
+
+def _decide(pkey: str, decision: str, comment: str | None, user: str) -> None:
+    from worker import validations
+
+    problem = validations.check_decision(decision, comment, user)
+    if problem:
+        click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
+    try:
+        found = validations.decide(_runtime().engine(), None, pkey, decision, comment, user)
+    except CarillonError as exc:
+        _fail(exc)
+    click.echo(f"{found['PKey']}: {found['state']} by {found['decidedBy']}")
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in a bare container
+        return "cli"
+
+
+@validation.command("approve")
+@click.argument("pkey")
+@click.option("--comment", default=None, help="Why (optional when approving).")
+@click.option("--user", default=None, help="Who decides (default: your login name).")
+def validation_approve(pkey: str, comment: str | None, user: str | None) -> None:
+    """Approve the pending validation PKEY: its workflow continues on `approved`."""
+    _decide(pkey, "approve", comment, user or _login())
+
+
+@validation.command("reject")
+@click.argument("pkey")
+@click.option("--comment", required=True, help="Why it is rejected (required).")
+@click.option("--user", default=None, help="Who decides (default: your login name).")
+def validation_reject(pkey: str, comment: str, user: str | None) -> None:
+    """Reject the pending validation PKEY: its workflow continues on `rejected`."""
+    _decide(pkey, "reject", comment, user or _login())
+
+
 @main.command()
 def status() -> None:
     """Summary of workflows and tasks by state."""
@@ -411,6 +501,8 @@ def status() -> None:
         table.add_row("tasks", state, str(count))
     console.print(table)
 
+
+main.add_command(cli_technical.technical)
 
 if __name__ == "__main__":
     main()

@@ -84,6 +84,24 @@ class Settings:
     #: CARILLON_TRANSFER_ALLOW_HOSTS: comma-separated hosts or CIDR networks that downloads may
     #: reach although private or loopback (default none: only public addresses).
     transfer_allow_hosts: tuple[str, ...] = ()
+    #: CARILLON_SMTP_HOST: the SMTP server email deliveries go through; empty: no server,
+    #: emails are appended to CARILLON_HOME/outbox/email.jsonl (the embedded default).
+    smtp_host: str = ""
+    #: CARILLON_SMTP_PORT: its port (25).
+    smtp_port: int = 25
+    #: CARILLON_SMTP_TLS: none, starttls or ssl (SMTP over TLS from the first byte) (none).
+    smtp_tls: str = "none"
+    #: CARILLON_SMTP_USER / CARILLON_SMTP_PASSWORD: login when set (use TLS with them).
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    #: CARILLON_SMTP_SENDER: the From address when a delivery sets no sender.
+    smtp_sender: str = "carillon@localhost"
+    #: CARILLON_SMS_URL / CARILLON_PUSH_URL: HTTP provider of SMS and push messages (one POST
+    #: per message with an Idempotency-Key); empty: CARILLON_HOME/outbox/<channel>.jsonl.
+    sms_url: str = ""
+    push_url: str = ""
+    #: CARILLON_CONNECTOR_TIMEOUT: seconds to connect to, and wait for, SMTP and providers (30).
+    connector_timeout: float = 30.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -124,6 +142,15 @@ class Settings:
             ),
             transfer_timeout=_float(env, "CARILLON_TRANSFER_TIMEOUT", 30.0),
             transfer_allow_hosts=_list(env, "CARILLON_TRANSFER_ALLOW_HOSTS"),
+            smtp_host=env.get("CARILLON_SMTP_HOST", ""),
+            smtp_port=_int(env, "CARILLON_SMTP_PORT", 25, minimum=1, maximum=65535),
+            smtp_tls=_choice(env, "CARILLON_SMTP_TLS", "none", ("none", "starttls", "ssl")),
+            smtp_user=env.get("CARILLON_SMTP_USER", ""),
+            smtp_password=env.get("CARILLON_SMTP_PASSWORD", ""),
+            smtp_sender=env.get("CARILLON_SMTP_SENDER", "") or "carillon@localhost",
+            sms_url=_http_url(env, "CARILLON_SMS_URL"),
+            push_url=_http_url(env, "CARILLON_PUSH_URL"),
+            connector_timeout=_float(env, "CARILLON_CONNECTOR_TIMEOUT", 30.0),
         )
         return settings.resolved()
 
@@ -196,6 +223,20 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
     if not 0.05 <= value <= 3600:
         raise ConfigError(f"{name} must be between 0.05 and 3600, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "") or default
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _http_url(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if value and not value.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http(s) URL, got {value[:100]!r}")
     return value
 
 

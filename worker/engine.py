@@ -22,7 +22,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import definitions, registry
-from worker.activities.base import Activity, Context, Outcome, SignalRequest
+from worker.activities.base import Activity, ActivityType, Context, Outcome, SignalRequest
 from worker.config import Settings
 from worker.db import utcnow
 from worker.definitions import Definition
@@ -43,6 +43,7 @@ from worker.models import (
 from worker.signals import coerce
 from worker.states import ACTIVE_TASK_STATES, TaskState, WorkflowState
 from worker.transitions import (
+    TASK,
     claim_task,
     complete_task,
     record_new_task,
@@ -115,6 +116,17 @@ class _Claimed:
     counts: dict[str, Any]
     attempt: int
     inputs: dict[str, Any]
+    #: Times the task parked before, and why it runs again ("woken", "due"), read by the
+    #: claim itself: a later read in the run's transaction would take SQLite's write lock.
+    parked: int = 0
+    wake: str | None = None
+
+
+def _wake_reason(fired: int, due_at: dt.datetime | None) -> str | None:
+    """Why a parked task runs again: wake() clears due_at, the tick leaves it set."""
+    if not fired:
+        return None
+    return "due" if due_at is not None else "woken"
 
 
 def _crash_once(failpoint: str) -> None:
@@ -268,6 +280,8 @@ class Engine:
             inputs=dict(claimed.inputs),
             settings=self.settings,
             progress_sink=functools.partial(self.heartbeat.set_progress, claimed.task_id),
+            parked=claimed.parked,
+            wake=claimed.wake,
         )
 
     def _org_of(self, s: Session, workflow_id: int) -> int:
@@ -333,6 +347,8 @@ class Engine:
             row.counts or {},
             row.attempt,
             row.inputs or {},
+            parked=(row.fired or 0) if row.attempt > 1 else 0,
+            wake=_wake_reason(row.fired, row.due_at) if row.attempt > 1 else None,
         )
 
     def _refuse_claim(self, s: Session, task_id: str) -> RunResult:
@@ -373,6 +389,9 @@ class Engine:
         """Record the outcome and create the successors, fenced by the attempt; True to chain on."""
         out_vars = {**ctx.vars, **outcome.vars} if outcome.vars else ctx.vars
         out_counts = {**ctx.counts, **outcome.counts} if outcome.counts else ctx.counts
+        if outcome.park is not None:
+            self._park(s, claimed, outcome, out_vars, out_counts, ctx, effects)
+            return False
         if not complete_task(
             s,
             claimed.task_id,
@@ -432,6 +451,42 @@ class Engine:
         if not any(state in ACTIVE_TASK_STATES for state in created.values()):
             self._maybe_finish(s, claimed.workflow_id)
         return continue_chain
+
+    def _park(
+        self,
+        s: Session,
+        claimed: _Claimed,
+        outcome: Outcome,
+        vars: dict[str, Any],
+        counts: dict[str, Any],
+        ctx: Context,
+        effects: _Effects,
+    ) -> None:
+        """running -> waiting for the attempt that owns the task, until woken or due.
+
+        `fired` counts the parks: it tells the next run it was parked, and the reaper that
+        those runs were not lost workers.
+        """
+        park = outcome.park
+        assert park is not None
+        if not set_task_state(
+            s,
+            claimed.task_id,
+            claimed.workflow_id,
+            T.RUNNING,
+            T.WAITING,
+            attempt=claimed.attempt,
+            events=effects.events,
+            due_at=park.due_at,
+            reason=park.reason[:2000],
+            fired=TASK.c.fired + 1,
+            vars=vars,
+            counts=counts,
+        ):
+            raise _Fenced
+        self._write_logs(
+            s, claimed.workflow_id, claimed.job_id, claimed.task_id, claimed.activity, ctx.logs
+        )
 
     @staticmethod
     def _inputs_for(
@@ -804,20 +859,43 @@ class Engine:
     def _terminate(self, s: Session, workflow_id: int, task_id: str, activity: str) -> None:
         """An end activity that stops everything else: abort the rest, finish the workflow."""
         now = utcnow()
-        for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED):
-            set_tasks_state(
-                s,
-                workflow_id,
-                state,
-                T.ABORTED,
-                reason=f"terminated by end activity '{activity}'",
-                finished_at=now,
-            )
+        self._abort_open(s, workflow_id, f"terminated by end activity '{activity}'", now)
         workflow = self._workflow(s, workflow_id, lock=True)
         set_workflow_state(s, workflow, W.FINISHED, from_states=[W.STARTED], ended_at=now)
         self._log(
             s, workflow_id, None, task_id, activity, "info", "workflow finished by its end activity"
         )
+
+    def _abort_open(self, s: Session, workflow_id: int, reason: str, now: dt.datetime) -> None:
+        """Abort every unfinished task of a workflow; their types release what they hold."""
+        aborted: list[str] = []
+        for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED):
+            aborted += set_tasks_state(
+                s, workflow_id, state, T.ABORTED, reason=reason, finished_at=now
+            )
+        self._cancel(s, aborted, reason)
+
+    @staticmethod
+    def _cancel(s: Session, task_ids: list[str], reason: str) -> None:
+        """Call ActivityType.cancel for the tasks whose type overrides it (validations...)."""
+        cancellable = [
+            name
+            for name in registry.names()
+            if type(registry.get(name)).cancel is not ActivityType.cancel
+        ]
+        if not task_ids or not cancellable:
+            return
+        by_type: dict[str, list[str]] = {}
+        for start in range(0, len(task_ids), 500):  # bounded IN lists
+            for task_id, type_name in s.execute(
+                select(Task.id, Task.activity_type).where(
+                    Task.id.in_(task_ids[start : start + 500]),
+                    Task.activity_type.in_(cancellable),
+                )
+            ):
+                by_type.setdefault(type_name, []).append(task_id)
+        for type_name, ids in by_type.items():
+            registry.get(type_name).cancel(s, ids, reason)
 
     def _log(
         self,
@@ -1003,10 +1081,7 @@ class Engine:
 
     def _start(self, s: Session, workflow: Workflow, effects: _Effects) -> None:
         now = utcnow()
-        for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED):
-            set_tasks_state(
-                s, workflow.id, state, T.ABORTED, reason="workflow restarted", finished_at=now
-            )
+        self._abort_open(s, workflow.id, "workflow restarted", now)
         version = workflow.latest_version
         definition = self.definition(workflow.id, version, s)
         set_workflow_state(
@@ -1114,10 +1189,7 @@ class Engine:
         set_workflow_state(
             s, workflow, W.STOPPED, from_states=[W.STARTED, W.PAUSED, W.ERROR], ended_at=now
         )
-        for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED):
-            set_tasks_state(
-                s, workflow.id, state, T.ABORTED, reason="workflow stopped", finished_at=now
-            )
+        self._abort_open(s, workflow.id, "workflow stopped", now)
         s.execute(
             update(Trigger)
             .where(Trigger.workflow_id == workflow.id, Trigger.state == "queued")
@@ -1486,7 +1558,12 @@ class Engine:
             now = utcnow()
             row = s.execute(
                 select(
-                    Task.workflow_id, Task.version, Task.activity, Task.attempt, Task.job_id
+                    Task.workflow_id,
+                    Task.version,
+                    Task.activity,
+                    Task.attempt,
+                    Task.job_id,
+                    Task.fired,
                 ).where(
                     Task.id == task_id,
                     Task.state == T.RUNNING,
@@ -1496,8 +1573,10 @@ class Engine:
             if row is None:
                 return 0
             definition = self.definition(row.workflow_id, row.version, s)
-            if row.attempt >= self.settings.max_attempts:
-                message = f"worker lost {row.attempt} times; giving up"
+            # Runs that parked (fired, for a non-listener task) ended well: not lost workers.
+            lost = row.attempt - (row.fired or 0)
+            if lost >= self.settings.max_attempts:
+                message = f"worker lost {lost} times; giving up"
                 if set_task_state(
                     s,
                     task_id,
@@ -1607,6 +1686,7 @@ class Engine:
                 reason="skipped by an operator",
             )
             targets = self._targets(definition, activity, ["done"]) or []
+            self._cancel(s, [task_id], "skipped by an operator")
             self._log(
                 s,
                 task.workflow_id,
@@ -1694,6 +1774,72 @@ class Engine:
             )
         self._after_commit(effects)
 
+    def wake(
+        self,
+        task_id: str,
+        *,
+        by: str = "an operator",
+        effect: Callable[[Session], None] | None = None,
+    ) -> str:
+        """Wake a waiting task (an activity that parked, or a wait ended early): it runs
+        again, and an activity that parked sees `Context.wake == "woken"`. Returns the
+        task's new state.
+
+        `pending`, published after commit, while its workflow is started; `held` while the
+        workflow is paused or in error, so that resume runs it (a wake is kept, like a
+        trigger queued while paused). `effect(session)` runs in the same transaction once
+        the task is known to be waiting: what the waker records (a decision) commits with
+        the wake or not at all. A second wake finds the task no longer waiting and is
+        refused, so a wake never runs a task twice. CommandRefused when the task is not
+        waiting, waits for triggers or a schedule (listeners), or its workflow is closed.
+        """
+        effects = _Effects()
+        with self._transaction(effects) as s:
+            task = self._task(s, task_id)
+            workflow = self._workflow(s, task.workflow_id, lock=True)
+            definition = self.definition(task.workflow_id, task.version, s)
+            if task.state != T.WAITING:
+                raise CommandRefused(f"only a waiting task can be woken; it is {task.state}")
+            if definition.type_of(task.activity).listener:
+                raise CommandRefused(
+                    f"'{task.activity}' waits for triggers or its schedule; it cannot be woken"
+                )
+            if workflow.state == W.STARTED:
+                to_state, reason = T.PENDING, None
+            elif workflow.state in (W.PAUSED, W.ERROR):
+                to_state = T.HELD
+                reason = PAUSED_REASON if workflow.state == W.PAUSED else ERROR_REASON
+            else:
+                raise CommandRefused(f"the workflow is {workflow.state}; nothing can be woken")
+            # due_at cleared: the next run tells "woken" from "due" by it (see _wake_reason).
+            if not set_task_state(
+                s,
+                task_id,
+                task.workflow_id,
+                T.WAITING,
+                to_state,
+                events=effects.events,
+                due_at=None,
+                reason=reason,
+            ):
+                raise CommandRefused("the task is no longer waiting (its timer fired first?)")
+            if effect is not None:
+                effect(s)
+            later = "" if to_state == T.PENDING else "; it runs when the workflow is resumed"
+            self._log(
+                s,
+                task.workflow_id,
+                task.job_id,
+                task_id,
+                task.activity,
+                "info",
+                f"woken by {by}{later}",
+            )
+            if to_state == T.PENDING:
+                effects.publish.append((definition, task.activity, task_id))
+        self._after_commit(effects)
+        return to_state
+
     def explain(self, task_id: str, queue_depth: Callable[[str], int | None] | None = None) -> str:
         """Why a task is where it is, in one sentence for an operator."""
         with self.session() as s:
@@ -1702,6 +1848,8 @@ class Engine:
         if task.state == T.WAITING:
             if task.due_at is not None:
                 return f"{task.reason or 'waiting'}; the timer is due at {task.due_at.isoformat()}"
+            if task.fired and task.activity_type != "externalSignal":
+                return f"{task.reason or 'parked'}; no timer: it runs again when it is woken"
             return (
                 f"waiting for signal '{task.activity}': POST a trigger to "
                 f"{self.trigger_href(workflow, task.activity)}"

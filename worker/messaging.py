@@ -44,7 +44,7 @@ EVENT_STATUSES = (
     "tooOld",
     "paused",
 )
-VALIDATION_STATES = ("pending", "approved", "rejected", "timedOut")
+VALIDATION_STATES = ("pending", "approved", "rejected", "timedOut", "cancelled")
 
 #: One message sent to many recipients: a workflow's email/sms/push task, or the delivery a
 #: transactional message template uses for its events.

@@ -19,12 +19,16 @@ BUILTIN_MODULES = (
     "worker.activities.files",
     "worker.activities.loading",
     "worker.activities.validation",
+    "worker.activities.delivery",
     "worker.technical.cleanup",
     "worker.technical.indicators",
     "worker.technical.analytics",
     "worker.technical.deliverability",
     "worker.technical.audiences",
     "worker.technical.optouts",
+    "worker.technical.forecasting",
+    "worker.technical.archive",
+    "worker.technical.event_status",
     "worker.technical.reporting",
 )
 

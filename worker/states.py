@@ -44,8 +44,9 @@ WORKFLOW_TRANSITIONS: dict[WorkflowState, frozenset[WorkflowState]] = {
 
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     T.PENDING: frozenset({T.RUNNING, T.HELD, T.ABORTED, T.DONE}),
-    # running -> pending is the reaper re-enqueuing a task whose worker died.
-    T.RUNNING: frozenset({T.DONE, T.FAILED, T.ABORTED, T.PENDING}),
+    # running -> pending is the reaper re-enqueuing a task whose worker died;
+    # running -> waiting is an activity parking itself until it is woken (engine.wake).
+    T.RUNNING: frozenset({T.DONE, T.FAILED, T.ABORTED, T.PENDING, T.WAITING}),
     T.WAITING: frozenset({T.PENDING, T.HELD, T.DONE, T.ABORTED}),
     T.HELD: frozenset({T.PENDING, T.ABORTED, T.DONE}),
     # failed -> pending: resume/retry re-executes; failed -> done: skip.

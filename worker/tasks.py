@@ -12,6 +12,9 @@ from worker.definitions import Definition
 from worker.models import new_id
 from worker.queues import CONTROL_QUEUE
 
+#: Transactional events are deliveries: they go where the channel activities go.
+EVENTS_QUEUE = "carillon.channel"
+
 log = logging.getLogger(__name__)
 
 
@@ -30,6 +33,10 @@ class CeleryDispatcher:
 
     def apply_commands(self, workflow_id: int) -> None:
         self.app.send_task("carillon.apply_commands", args=(workflow_id,), queue=CONTROL_QUEUE)
+
+    def process_events(self, event_ids: list[int]) -> None:
+        """Ask a worker to deliver these pending transactional events (worker.events)."""
+        self.app.send_task("carillon.process_events", args=(event_ids,), queue=EVENTS_QUEUE)
 
 
 def queue_depth(app: Celery, queue: str) -> int | None:
@@ -76,3 +83,43 @@ def register_tasks(app: Celery) -> None:
         if any(report.values()):
             log.info("tick: %s", report)
         return report
+
+    @app.task(
+        name="carillon.process_events",
+        acks_late=True,
+        shared=False,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+    )
+    def process_events(event_ids: list[int] | None = None) -> dict[str, int]:
+        # A redelivered message is harmless: only `pending` events are claimed, and a log
+        # already written is never sent again.
+        from worker import events, runtime
+
+        outcome = events.process(runtime.sessions(), runtime.settings(), event_ids)
+        return dict(outcome.statuses)
+
+    @app.task(name="carillon.sweep_events", ignore_result=True, shared=False)
+    def sweep_events() -> dict[str, int]:
+        """Safety net: publish pending events again, close sends whose worker died."""
+        from worker import events, runtime
+
+        current = runtime.settings()
+        report = events.sweep(
+            runtime.sessions(),
+            pending_after=current.republish_seconds,
+            processing_after=current.lease_seconds,
+        )
+        for start in range(0, len(report.republish), events.BATCH):
+            app.send_task(
+                "carillon.process_events",
+                args=(report.republish[start : start + events.BATCH],),
+                queue=EVENTS_QUEUE,
+            )
+        if report.republish or report.abandoned:
+            log.info(
+                "events sweep: %d republished, %d abandoned sends closed",
+                len(report.republish),
+                report.abandoned,
+            )
+        return {"republished": len(report.republish), "abandoned": report.abandoned}

@@ -47,6 +47,9 @@ _CLAIM = (
         TASK.c.counts,
         TASK.c.attempt,
         TASK.c.inputs,
+        # For a task that parked: how often, and whether its timer is still set (due).
+        TASK.c.fired,
+        TASK.c.due_at,
     )
 )
 #: Built once: completing a task is the engine's most frequent write.

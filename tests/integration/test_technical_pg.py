@@ -15,9 +15,16 @@ from tests.unit.test_analytics import (
     test_kpi_sharing_posts_changed_deliveries_to_the_connector,
     with_sink,
 )
+from tests.unit.test_archive import (
+    test_a_crash_mid_archive_leaves_each_event_in_one_table,
+    test_final_settled_events_are_archived_and_the_rest_stay,
+)
 from tests.unit.test_cleanup import (
     test_cleanup_keeps_its_own_run_and_a_second_run_purges_nothing_more,
     test_cleanup_purges_past_retention_and_keeps_live_and_recent_rows,
+)
+from tests.unit.test_event_status import (
+    test_event_statuses_follow_their_logs_and_a_bounce_turns_processed_into_failed,
 )
 from tests.unit.test_indicators import (
     test_a_crash_between_reading_and_writing_the_pointer_replays_once,
@@ -34,11 +41,14 @@ from worker.config import Settings
 __all__ = [
     "sink",
     "test_a_crash_between_reading_and_writing_the_pointer_replays_once",
+    "test_a_crash_mid_archive_leaves_each_event_in_one_table",
     "test_a_run_still_going_is_not_started_again_on_top_of_itself",
     "test_a_slot_fires_once_even_when_two_beats_send_it",
     "test_cleanup_keeps_its_own_run_and_a_second_run_purges_nothing_more",
     "test_cleanup_purges_past_retention_and_keeps_live_and_recent_rows",
     "test_delivery_kpis_are_recounted_for_deliveries_whose_logs_changed",
+    "test_event_statuses_follow_their_logs_and_a_bounce_turns_processed_into_failed",
+    "test_final_settled_events_are_archived_and_the_rest_stay",
     "test_kpi_reconciliation_sends_only_what_differs",
     "test_kpi_sharing_posts_changed_deliveries_to_the_connector",
     "test_reporting_aggregates_are_per_day_and_channel_and_idempotent",

@@ -14,6 +14,7 @@ from worker.marketing import working_table
 from worker.messaging import delivery, delivery_log, event, tracking_log
 from worker.models import Job, LogLine, Task, Workflow
 from worker.technical import fire
+from worker.technical.tables import event_history
 
 NOW = utcnow()
 
@@ -96,6 +97,24 @@ def _seed_messaging(harness: Harness) -> None:
             )
 
 
+def _seed_history(harness: Harness) -> None:
+    with harness.sessions() as s, s.begin():
+        org_id = catalog.ensure_org(s, "acme").id
+        for pkey, days in (("@old", 200), ("@recent", 20)):
+            when = NOW - dt.timedelta(days=days)
+            s.execute(
+                event_history.insert().values(
+                    org_id=org_id,
+                    pkey=pkey,
+                    eventType="order",
+                    status="processed",
+                    created=when,
+                    lastModified=when,
+                    archived=when,
+                )
+            )
+
+
 def _working_table(harness: Harness, name: str, job_id: str, days: float) -> None:
     with harness.sessions() as s, s.begin():
         org_id = catalog.ensure_org(s, "acme").id
@@ -134,6 +153,7 @@ def test_cleanup_purges_past_retention_and_keeps_live_and_recent_rows(harness: H
     _age_jobs(harness, "shortHistory", 6)
     _age_jobs(harness, "recentDone", 10)
     _seed_messaging(harness)
+    _seed_history(harness)
     with harness.sessions() as s:
         waiting_job = s.scalars(select(Task.job_id).where(Task.state == "waiting")).one()
     _working_table(harness, "wk_old_done", "finished-job", 8)
@@ -156,6 +176,7 @@ def test_cleanup_purges_past_retention_and_keeps_live_and_recent_rows(harness: H
     assert sorted(harness.query(select(delivery_log.c.messageId))) == [("m2",), ("m3",)]
     assert _count(harness, tracking_log) == 1
     assert sorted(harness.query(select(event.c.pkey))) == [("@e1",), ("@e2",)]
+    assert harness.query(select(event_history.c.pkey)) == [("@recent",)]
     assert sorted(harness.query(select(working_table.c.name))) == [
         ("wk_old_live",),
         ("wk_recent",),

@@ -129,6 +129,8 @@ def test_resolved_keeps_what_was_given(tmp_path: Path) -> None:
         broker_url="memory://",
         result_backend="cache+memory://",
         public_url="https://campaign.example.com",
+        tracking_url="https://t.example.com",
+        secret_key="given",
         files_dir=tmp_path / "shared-files",
         inbox_dir=tmp_path / "drop",
     )

@@ -42,6 +42,7 @@ EXPECTED_TASK_MOVES = {
     ("running", "failed"),
     ("running", "aborted"),  # stop cancels running imports and queries
     ("running", "pending"),  # the reaper re-enqueues a task whose worker died
+    ("running", "waiting"),  # an activity parks itself until woken (engine.wake)
     ("waiting", "pending"),  # timer due or signal received
     ("waiting", "held"),  # the workflow is paused
     ("waiting", "done"),  # a listener fired, or skip

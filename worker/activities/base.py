@@ -47,6 +47,22 @@ class SignalRequest:
 
 
 @dataclass(frozen=True)
+class Park:
+    """Ask to go back to `waiting` instead of finishing: the task holds no worker meanwhile.
+
+    It runs again when something calls `Engine.wake(task_id)` (a human decision, a callback)
+    or when the tick finds `due_at` passed; `None` waits until woken. On that next run
+    `Context.wake` says which (`"woken"` or `"due"`) and `Context.parked` how many times the
+    task parked before. The task's attempt still increases at each run (fencing), so a
+    parked activity must find what it did before (rows keyed by its task id), not redo it.
+    """
+
+    #: Why it waits, in words for the operator ("waiting for validation by alice").
+    reason: str
+    due_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a run produced: the outlets it fires and the vars that flow out of them."""
 
@@ -59,6 +75,9 @@ class Outcome:
     #: What each fired outlet carries (a population or a file descriptor), by outlet name.
     #: An outlet without an entry passes the task's own inputs on unchanged.
     outputs: Mapping[str, Mapping[str, Any]] | None = None
+    #: Park the task (back to `waiting`) instead of completing it; `outlets` are ignored,
+    #: `vars` and `counts` are kept on the task for its next run.
+    park: Park | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,10 @@ class Context:
     settings: Settings = field(default_factory=Settings)
     #: Where progress goes (the heartbeat writes it to the task row).
     progress_sink: Callable[[dict[str, Any]], None] | None = None
+    #: Times this task parked before this run (Outcome.park); 0 on its first run.
+    parked: int = 0
+    #: Why a parked task runs again: "woken" (Engine.wake) or "due" (its timer); else None.
+    wake: str | None = None
 
     def log(self, message: str, level: str = "info") -> None:
         self.logs.append((level, message))
@@ -191,3 +214,7 @@ class ActivityType:
     ) -> dt.datetime | None:
         """For timed listeners (scheduler): the next fire after `after`, None when expired."""
         return None
+
+    def cancel(self, session: Session, task_ids: list[str], reason: str) -> None:
+        """Tasks of this type left unfinished for good (stop, restart, end, skip): release
+        what they hold, in the transaction that ends them. Nothing by default."""

@@ -32,6 +32,7 @@ from worker.models import (
 )
 from worker.registry import register
 from worker.states import ACTIVE_TASK_STATES
+from worker.technical.tables import event_history
 
 #: Jobs purged per statement: bounded IN lists and short lock holds on big histories.
 CHUNK = 500
@@ -56,6 +57,7 @@ class DatabaseCleanup(ActivityType):
         "deliveryLogDays": _days(1, 3650),
         "trackingLogDays": _days(1, 3650),
         "eventDays": _days(1, 3650),
+        "archivedEventDays": _days(1, 3650),
         "workingTableDays": _days(1, 3650),
     }
 
@@ -79,6 +81,10 @@ class DatabaseCleanup(ActivityType):
             event,
             now - dt.timedelta(days=options.get("eventDays", 30)),
             event.c.status.not_in(("pending", "processing")),
+        )
+        archived_cutoff = now - dt.timedelta(days=options.get("archivedEventDays", 180))
+        purged["archivedEvents"] = _rowcount(
+            s.execute(delete(event_history).where(event_history.c.archived < archived_cutoff))
         )
         purged["workingTables"] = purge_working_tables(
             s, now - dt.timedelta(days=options.get("workingTableDays", 7))

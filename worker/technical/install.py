@@ -29,6 +29,9 @@ IMPLEMENTED: dict[str, tuple[str, str]] = {
     "deliverabilityUpdate": ("deliverabilityUpdate", "Update for deliverability"),
     "importSharedAudience": ("importSharedAudience", "Import shared audiences"),
     "mobileAppOptOutMgt": ("mobileAppOptOutMgt", "Push opt-out management"),
+    "forecasting": ("forecasting", "Forecasting"),
+    "mcSynch_local": ("mcSynchLocal", "Message Center local archiving"),
+    "updateEventsStatus": ("updateEventsStatus", "Update events status"),
     "updateDeliveryExecInfo": ("updateDeliveryExecInfo", "Update delivery execution"),
     "updateDeliveryIndicators": ("updateDeliveryIndicators", "Update delivery indicators"),
 }

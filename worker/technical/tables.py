@@ -15,6 +15,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Table,
@@ -104,4 +105,44 @@ mail_domain = Table(
     Column("mx", JSON, nullable=False, default=list),
     Column("max_connections", Integer, nullable=False, server_default="10", key="maxConnections"),
     Column("updated", UTCDateTime, nullable=False, default=utcnow),
+)
+
+#: Planned sends (forecasting): which delivery a scheduled workflow will run, when, to about
+#: how many recipients. Recomputed whole by each run.
+forecast_log = Table(
+    "forecast_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", ForeignKey("organization.id"), nullable=False),
+    Column("workflow_id", Integer, nullable=False),
+    Column("activity", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("planned_at", UTCDateTime, nullable=False, key="plannedAt"),
+    #: Recipients of the activity's last run; NULL when it never ran.
+    Column("estimated", BigInteger, key="estimated"),
+    Column("computed", UTCDateTime, nullable=False, default=utcnow),
+)
+
+#: Transactional events archived by mcSynch_local once final (the realtime table stays small);
+#: kept 6 months by cleanup. Same columns as `event`, plus when it was archived.
+event_history = Table(
+    "event_history",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("org_id", ForeignKey("organization.id"), nullable=False),
+    Column("pkey", String(64), nullable=False, unique=True),
+    Column("event_type", String(64), nullable=False, key="eventType"),
+    Column("email", String(255)),
+    Column("mobile_phone", String(32), key="mobilePhone"),
+    Column("push_token", String(255), key="pushToken"),
+    Column("ctx", JSON, nullable=False, default=dict),
+    Column("status", String(16), nullable=False),
+    Column("reason", String(255), nullable=False, server_default=""),
+    Column("template_id", Integer, key="templateId"),
+    Column("delivery_log_id", BigInteger, key="deliveryLogId"),
+    Column("created", UTCDateTime, nullable=False),
+    Column("last_modified", UTCDateTime, nullable=False, key="lastModified"),
+    Column("archived", UTCDateTime, nullable=False, default=utcnow),
+    Index("ix_event_history_archived", "archived"),
+    Index("ix_event_history_delivery_log", "deliveryLogId"),
 )

@@ -83,8 +83,52 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("domain", name=op.f("pk_mail_domain")),
     )
 
+    op.create_table(
+        "forecast_log",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("org_id", sa.Integer(), nullable=False),
+        sa.Column("workflow_id", sa.Integer(), nullable=False),
+        sa.Column("activity", sa.String(length=64), nullable=False),
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("planned_at", worker.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("estimated", sa.BigInteger(), nullable=True),
+        sa.Column("computed", worker.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"], ["organization.id"], name=op.f("fk_forecast_log_org_id_organization")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_forecast_log")),
+    )
+    op.create_table(
+        "event_history",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("org_id", sa.Integer(), nullable=False),
+        sa.Column("pkey", sa.String(length=64), nullable=False),
+        sa.Column("event_type", sa.String(length=64), nullable=False),
+        sa.Column("email", sa.String(length=255), nullable=True),
+        sa.Column("mobile_phone", sa.String(length=32), nullable=True),
+        sa.Column("push_token", sa.String(length=255), nullable=True),
+        sa.Column("ctx", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("reason", sa.String(length=255), server_default="", nullable=False),
+        sa.Column("template_id", sa.Integer(), nullable=True),
+        sa.Column("delivery_log_id", sa.BigInteger(), nullable=True),
+        sa.Column("created", worker.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_modified", worker.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("archived", worker.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"], ["organization.id"], name=op.f("fk_event_history_org_id_organization")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_event_history")),
+        sa.UniqueConstraint("pkey", name=op.f("uq_event_history_pkey")),
+    )
+    with op.batch_alter_table("event_history", schema=None) as batch_op:
+        batch_op.create_index("ix_event_history_archived", ["archived"], unique=False)
+        batch_op.create_index("ix_event_history_delivery_log", ["delivery_log_id"], unique=False)
+
 
 def downgrade() -> None:
+    op.drop_table("event_history")
+    op.drop_table("forecast_log")
     op.drop_table("mail_domain")
     op.drop_table("bounce_rule")
     op.drop_table("reporting_aggregate")

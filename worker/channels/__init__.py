@@ -1,0 +1,1 @@
+"""Channels: message templates, connectors, and the never-twice sending of deliveries."""
