@@ -45,6 +45,8 @@ class Settings:
     #: CARILLON_SHARED_AUDIENCE_URL: where importSharedAudience lists and reads shared
     #: audiences; empty: the directory CARILLON_HOME/shared_audiences/<org>/<name>.csv.
     shared_audience_url: str = ""
+    #: CARILLON_BILLING_EMAIL: where the billing technical workflow sends the daily report.
+    billing_email: str = "billing@localhost"
     #: CARILLON_LEASE_SECONDS: a running task whose heartbeat is older is re-enqueued (60).
     lease_seconds: int = 60
     #: CARILLON_REPUBLISH_SECONDS: a pending task older than this is published again (30).
@@ -122,6 +124,7 @@ class Settings:
             analytics_url=env.get("CARILLON_ANALYTICS_URL", ""),
             deliverability_url=env.get("CARILLON_DELIVERABILITY_URL", ""),
             shared_audience_url=env.get("CARILLON_SHARED_AUDIENCE_URL", ""),
+            billing_email=env.get("CARILLON_BILLING_EMAIL", "billing@localhost"),
             lease_seconds=_int(env, "CARILLON_LEASE_SECONDS", 60, minimum=2),
             republish_seconds=_int(env, "CARILLON_REPUBLISH_SECONDS", 30, minimum=1),
             max_attempts=_int(env, "CARILLON_MAX_ATTEMPTS", 5, minimum=1),

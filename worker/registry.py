@@ -29,6 +29,8 @@ BUILTIN_MODULES = (
     "worker.technical.forecasting",
     "worker.technical.archive",
     "worker.technical.event_status",
+    "worker.technical.abtesting",
+    "worker.technical.billing",
     "worker.technical.reporting",
 )
 

@@ -153,7 +153,7 @@ def test_a_paused_technical_workflow_is_skipped_but_runs_when_asked(harness: Har
 
 
 def test_unimplemented_technical_workflows_are_recorded_as_skipped(harness: Harness) -> None:
-    result = fire.fire(harness.engine, "billing", dt.datetime(2026, 11, 23, 4, tzinfo=UTC))
+    result = fire.fire(harness.engine, "reportSendingNow", dt.datetime(2026, 11, 23, 4, tzinfo=UTC))
     assert (result.status, result.detail) == ("skipped", "not implemented yet in this version")
 
 
@@ -212,7 +212,7 @@ def test_admins_list_reschedule_pause_and_run_now(harness: Harness) -> None:
         cleanup = admin.describe(s, "cleanup", now=DAY)
         assert cleanup["defaultSchedule"] and cleanup["installed"] and cleanup["enabled"]
         assert cleanup["nextFires"][0] == "2026-11-23T04:00:00+00:00"
-        assert not admin.describe(s, "billing")["installed"]
+        assert not admin.describe(s, "reportSendingNow")["installed"]
         admin.set_schedule(s, "cleanup", {"frequency": "daily", "times": ["05:30"]})
         admin.set_enabled(s, "cleanup", False)
         admin.set_properties(s, "cleanup", {"eventDays": 10})

@@ -32,6 +32,8 @@ IMPLEMENTED: dict[str, tuple[str, str]] = {
     "forecasting": ("forecasting", "Forecasting"),
     "mcSynch_local": ("mcSynchLocal", "Message Center local archiving"),
     "updateEventsStatus": ("updateEventsStatus", "Update events status"),
+    "abTesting": ("abTesting", "A/B Testing"),
+    "billing": ("billing", "Billing"),
     "updateDeliveryExecInfo": ("updateDeliveryExecInfo", "Update delivery execution"),
     "updateDeliveryIndicators": ("updateDeliveryIndicators", "Update delivery indicators"),
 }
