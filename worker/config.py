@@ -47,6 +47,8 @@ class Settings:
     shared_audience_url: str = ""
     #: CARILLON_BILLING_EMAIL: where the billing technical workflow sends the daily report.
     billing_email: str = "billing@localhost"
+    #: CARILLON_REPORT_EMAIL: default recipient of reportSendingNow's PDF report.
+    report_email: str = "reports@localhost"
     #: CARILLON_LEASE_SECONDS: a running task whose heartbeat is older is re-enqueued (60).
     lease_seconds: int = 60
     #: CARILLON_REPUBLISH_SECONDS: a pending task older than this is published again (30).
@@ -125,6 +127,7 @@ class Settings:
             deliverability_url=env.get("CARILLON_DELIVERABILITY_URL", ""),
             shared_audience_url=env.get("CARILLON_SHARED_AUDIENCE_URL", ""),
             billing_email=env.get("CARILLON_BILLING_EMAIL", "billing@localhost"),
+            report_email=env.get("CARILLON_REPORT_EMAIL", "reports@localhost"),
             lease_seconds=_int(env, "CARILLON_LEASE_SECONDS", 60, minimum=2),
             republish_seconds=_int(env, "CARILLON_REPUBLISH_SECONDS", 30, minimum=1),
             max_attempts=_int(env, "CARILLON_MAX_ATTEMPTS", 5, minimum=1),

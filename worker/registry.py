@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "worker.technical.event_status",
     "worker.technical.abtesting",
     "worker.technical.billing",
+    "worker.technical.report",
     "worker.technical.reporting",
 )
 

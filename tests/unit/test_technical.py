@@ -152,9 +152,22 @@ def test_a_paused_technical_workflow_is_skipped_but_runs_when_asked(harness: Har
     assert outcome == [("started",)]
 
 
-def test_unimplemented_technical_workflows_are_recorded_as_skipped(harness: Harness) -> None:
-    result = fire.fire(harness.engine, "reportSendingNow", dt.datetime(2026, 11, 23, 4, tzinfo=UTC))
-    assert (result.status, result.detail) == ("skipped", "not implemented yet in this version")
+def test_every_technical_workflow_is_installed_as_a_real_workflow(harness: Harness) -> None:
+    _installed(harness)
+    with harness.sessions() as s:
+        org_id = install.ensure_installed(s)
+        names = set(s.scalars(select(Workflow.name).where(Workflow.org_id == org_id)))
+        for name in SEED_FIRES:
+            definition = harness.engine.definition(
+                *s.execute(
+                    select(Workflow.id, Workflow.latest_version).where(
+                        Workflow.org_id == org_id, Workflow.name == name
+                    )
+                ).one(),
+                s,
+            )
+            assert next(a.type for a in definition.activities.values()) == "start", name
+    assert names == set(SEED_FIRES)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +225,7 @@ def test_admins_list_reschedule_pause_and_run_now(harness: Harness) -> None:
         cleanup = admin.describe(s, "cleanup", now=DAY)
         assert cleanup["defaultSchedule"] and cleanup["installed"] and cleanup["enabled"]
         assert cleanup["nextFires"][0] == "2026-11-23T04:00:00+00:00"
-        assert not admin.describe(s, "reportSendingNow")["installed"]
+        assert all(item["installed"] for item in listing)
         admin.set_schedule(s, "cleanup", {"frequency": "daily", "times": ["05:30"]})
         admin.set_enabled(s, "cleanup", False)
         admin.set_properties(s, "cleanup", {"eventDays": 10})

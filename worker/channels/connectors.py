@@ -25,6 +25,7 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.header import Header
+from email.mime.application import MIMEApplication
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -42,6 +43,15 @@ MAX_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file joined to an email (reports); never to a personalised campaign message."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Message:
     """One rendered message for one address; `message_id` is stable across attempts."""
 
@@ -52,6 +62,7 @@ class Message:
     text: str = ""
     title: str = ""
     sender: str = ""
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,10 +211,27 @@ def build_email(message: Message, sender: str) -> MIMEBase:
         mime = MIMEText(message.html, "html", "utf-8")
     else:
         mime = MIMEText(message.text, "plain", "utf-8")
+    if message.attachments:
+        mime = _with_attachments(mime, message.attachments)
     for name, value in headers.items():
         mime[name] = value if value.isascii() else Header(value, "utf-8").encode()
     mime["Date"] = formatdate(usegmt=True)
     return mime
+
+
+def _with_attachments(body: MIMEBase, attachments: Sequence[Attachment]) -> MIMEBase:
+    mixed = MIMEMultipart("mixed")
+    mixed.attach(body)
+    for attachment in attachments:
+        if _LINE_BREAK.search(attachment.filename) or "/" not in attachment.content_type:
+            raise ValueError("bad attachment name or type")
+        maintype, _, subtype = attachment.content_type.partition("/")
+        part = MIMEApplication(attachment.data, subtype) if maintype == "application" else None
+        if part is None:
+            raise ValueError(f"attachments are application/* only, not {attachment.content_type}")
+        part.add_header("Content-Disposition", "attachment", filename=attachment.filename)
+        mixed.attach(part)
+    return mixed
 
 
 class HttpConnector:
@@ -335,6 +363,10 @@ def _file_record(channel: str, message: Message) -> dict[str, str]:
     record = _payload(channel, message)
     if channel == "email":
         record.update(subject=message.subject, html=message.html, sender=message.sender)
+        if message.attachments:
+            record["attachments"] = ", ".join(
+                f"{a.filename} ({len(a.data):,} bytes)" for a in message.attachments
+            )
     return record
 
 

@@ -34,6 +34,7 @@ IMPLEMENTED: dict[str, tuple[str, str]] = {
     "updateEventsStatus": ("updateEventsStatus", "Update events status"),
     "abTesting": ("abTesting", "A/B Testing"),
     "billing": ("billing", "Billing"),
+    "reportSendingNow": ("reportSendingNow", "Instant report sharing"),
     "updateDeliveryExecInfo": ("updateDeliveryExecInfo", "Update delivery execution"),
     "updateDeliveryIndicators": ("updateDeliveryIndicators", "Update delivery indicators"),
 }
