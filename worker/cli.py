@@ -26,6 +26,16 @@ def _runtime() -> Any:
     return runtime
 
 
+def _runtime_with_technical() -> Any:
+    """The runtime, with the technical workflows installed: a stack's first start."""
+    from worker.technical import install
+
+    runtime = _runtime()
+    with runtime.sessions()() as s, s.begin():
+        install.ensure_installed(s)
+    return runtime
+
+
 def _fail(exc: CarillonError) -> None:
     click.echo(f"error: {exc.message}", err=True)
     sys.exit(2)
@@ -65,7 +75,7 @@ def up(port: int | None, concurrency: int) -> None:
     """Run API, worker and beat as child processes until Ctrl-C."""
     from worker import stack
 
-    runtime = _runtime()
+    runtime = _runtime_with_technical()
     settings = runtime.settings()
     port = port or settings.api_port
     env = dict(os.environ, CARILLON_API_PORT=str(port))
@@ -120,7 +130,7 @@ def worker(concurrency: int, queues: str, name: str) -> None:
     """Run a Celery worker consuming the activity queues."""
     from worker import stack
 
-    _runtime()
+    _runtime_with_technical()
     chosen = tuple(q.strip() for q in queues.split(",") if q.strip())
     command = stack.worker_command(concurrency, chosen, name)
     os.execv(command[0], command)
@@ -131,7 +141,7 @@ def beat() -> None:
     """Run Celery beat: the engine tick (timers, repairs) and the technical workflows."""
     from worker import stack
 
-    command = stack.beat_command(_runtime().settings())
+    command = stack.beat_command(_runtime_with_technical().settings())
     os.execv(command[0], command)
 
 
