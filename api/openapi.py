@@ -19,6 +19,7 @@ from flask import Blueprint, Flask, current_app
 from api.auth import PUBLIC_ENDPOINTS
 from api.bodies import MAX_DEPTH
 from api.pages import DEFAULT_LINE_COUNT, MAX_LINE_COUNT
+from worker.messaging import EVENT_STATUSES, VALIDATION_STATES
 
 bp = Blueprint("openapi", __name__)
 
@@ -112,16 +113,7 @@ _WORKFLOW = {
     },
 }
 
-_EVENT_STATUSES = [
-    "pending",
-    "processing",
-    "processed",
-    "ignored",
-    "deliveryFailed",
-    "routingFailed",
-    "tooOld",
-    "paused",
-]
+_EVENT_STATUSES = list(EVENT_STATUSES)
 _CONTENT = {
     "type": "object",
     "description": "Jinja2 (sandboxed) strings reading `ctx`: email {subject, html, text}, "
@@ -240,7 +232,7 @@ VALIDATION_SCHEMAS: dict[str, dict[str, Any]] = {
             "href": {"type": "string", "format": "uri"},
             "state": {
                 "type": "string",
-                "enum": ["pending", "approved", "rejected", "timedOut", "cancelled"],
+                "enum": list(VALIDATION_STATES),
             },
             "subject": {"type": "string"},
             "instructions": {"type": "string", "nullable": True},

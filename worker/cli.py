@@ -14,16 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from worker import cli_technical
+from worker.cli_common import _fail, _runtime
 from worker.errors import CarillonError
 
 console = Console()
-
-
-def _runtime() -> Any:
-    from worker import runtime, schema
-
-    schema.upgrade(runtime.db(), runtime.settings().data_model)
-    return runtime
 
 
 def _runtime_with_technical() -> Any:
@@ -34,11 +28,6 @@ def _runtime_with_technical() -> Any:
     with runtime.sessions()() as s, s.begin():
         install.ensure_installed(s)
     return runtime
-
-
-def _fail(exc: CarillonError) -> None:
-    click.echo(f"error: {exc.message}", err=True)
-    sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from worker.cli_common import _fail, _runtime
 from worker.errors import CarillonError
 
 console = Console()
-
-
-def _runtime() -> Any:
-    from worker import runtime, schema
-
-    schema.upgrade(runtime.db(), runtime.settings().data_model)
-    return runtime
-
-
-def _fail(exc: CarillonError) -> None:
-    click.echo(f"error: {exc.message}", err=True)
-    sys.exit(2)
 
 
 @click.group()

@@ -8,22 +8,15 @@ from sqlalchemy import insert, select, update
 
 from tests.conftest import Harness
 from tests.smtp_server import SmtpServer
+from tests.technical import run_technical
 from tests.unit.test_delivery import ab_workflow, mail, run, seed, smtp
-from worker.db import utcnow
 from worker.messaging import delivery, delivery_log, tracking_log
-from worker.models import Workflow
-from worker.technical import fire
 
 __all__ = ["mail", "smtp"]
 
 
 def _run_ab_testing(harness: Harness) -> None:
-    result = fire.fire(harness.engine, "abTesting", utcnow(), manual=True)
-    assert result.status == "started"
-    harness.stub.drain()
-    with harness.sessions() as s:
-        state = s.scalars(select(Workflow.state).where(Workflow.id == result.workflow_id)).one()
-    assert state == "finished"
+    assert run_technical(harness, "abTesting") == "finished"
 
 
 def test_finished_tests_are_decided_and_the_rest_receive_the_winner_once(

@@ -12,15 +12,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from tests.conftest import Harness
+from tests.technical import run_technical
 from worker import catalog
-from worker.db import utcnow
 from worker.errors import ActivityError
 from worker.messaging import delivery
-from worker.models import Workflow
-from worker.technical import analytics, fire
+from worker.technical import analytics
 
 
 class Sink:
@@ -86,12 +85,7 @@ def _deliveries(harness: Harness, *figures: dict[str, Any]) -> list[int]:
 
 
 def _run(harness: Harness, name: str) -> None:
-    result = fire.fire(harness.engine, name, utcnow(), manual=True)
-    assert result.status == "started"
-    harness.stub.drain()
-    with harness.sessions() as s:
-        state = s.scalars(select(Workflow.state).where(Workflow.id == result.workflow_id)).one()
-    assert state == "finished"
+    assert run_technical(harness, name) == "finished"
 
 
 @pytest.fixture

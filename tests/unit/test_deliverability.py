@@ -11,21 +11,17 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import Harness
+from tests.technical import run_technical
 from tests.unit.test_analytics import Sink
-from worker.db import utcnow
 from worker.errors import ActivityError
-from worker.models import Workflow
-from worker.technical import deliverability, fire
+from worker.technical import deliverability
 from worker.technical.tables import bounce_rule, mail_domain
 
 SHIPPED = json.loads(deliverability.DEFAULT_SOURCE.read_text())
 
 
 def _run(harness: Harness) -> str:
-    result = fire.fire(harness.engine, "deliverabilityUpdate", utcnow(), manual=True)
-    harness.stub.drain()
-    with harness.sessions() as s:
-        return s.scalars(select(Workflow.state).where(Workflow.id == result.workflow_id)).one()
+    return run_technical(harness, "deliverabilityUpdate")
 
 
 def _counts(harness: Harness) -> tuple[int, int]:

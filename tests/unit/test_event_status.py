@@ -5,11 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from tests.conftest import Harness
+from tests.technical import run_technical
 from worker import catalog
 from worker.db import utcnow
 from worker.messaging import delivery, delivery_log, event
-from worker.models import Workflow
-from worker.technical import fire
 
 
 def _seed(harness: Harness) -> None:
@@ -50,11 +49,7 @@ def _statuses(harness: Harness) -> list[str]:
 
 
 def _run(harness: Harness) -> None:
-    result = fire.fire(harness.engine, "updateEventsStatus", utcnow(), manual=True)
-    harness.stub.drain()
-    with harness.sessions() as s:
-        state = s.scalars(select(Workflow.state).where(Workflow.id == result.workflow_id)).one()
-    assert state == "finished"
+    assert run_technical(harness, "updateEventsStatus") == "finished"
 
 
 def test_event_statuses_follow_their_logs_and_a_bounce_turns_processed_into_failed(

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.conftest import Harness
+from tests.technical import run_technical
 from worker import catalog
 from worker.db import utcnow
 from worker.messaging import delivery, delivery_log, tracking_log
-from worker.models import Workflow
-from worker.technical import fire, indicators, reporting
+from worker.technical import indicators, reporting
 from worker.technical.tables import reporting_aggregate, technical_pointer
 
 SETTLED = utcnow() - dt.timedelta(minutes=5)
@@ -74,12 +74,7 @@ def _indicators(harness: Harness, delivery_id: int) -> dict[str, Any]:
 
 
 def _run(harness: Harness, name: str) -> None:
-    result = fire.fire(harness.engine, name, utcnow(), manual=True)
-    assert result.status == "started"
-    harness.stub.drain()
-    with harness.sessions() as s:
-        state = s.scalars(select(Workflow.state).where(Workflow.id == result.workflow_id)).one()
-    assert state == "finished"
+    assert run_technical(harness, name) == "finished"
 
 
 def test_tracking_indicators_add_each_log_once_across_runs(harness: Harness) -> None:

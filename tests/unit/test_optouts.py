@@ -9,11 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import Harness
+from tests.technical import run_technical
 from worker import catalog
-from worker.db import utcnow
 from worker.marketing import profile
-from worker.models import Workflow
-from worker.technical import fire, optouts
+from worker.technical import optouts
 
 
 class Crash(Exception):
@@ -35,11 +34,7 @@ def _opted_out(harness: Harness) -> list[str]:
 
 
 def _run(harness: Harness) -> None:
-    result = fire.fire(harness.engine, "mobileAppOptOutMgt", utcnow(), manual=True)
-    harness.stub.drain()
-    with harness.sessions() as s:
-        state = s.scalars(select(Workflow.state).where(Workflow.id == result.workflow_id)).one()
-    assert state == "finished"
+    assert run_technical(harness, "mobileAppOptOutMgt") == "finished"
 
 
 def _append(path: Path, text: str) -> None:

@@ -11,12 +11,11 @@ from typing import Any
 from sqlalchemy import select
 
 from tests.conftest import Harness
+from tests.technical import run_technical
 from tests.unit.test_analytics import Sink
 from worker import catalog
-from worker.db import utcnow
 from worker.marketing import audience, audience_member, profile
-from worker.models import LogLine, Workflow
-from worker.technical import fire
+from worker.models import LogLine
 
 
 def _profiles(harness: Harness, org: str, count: int) -> None:
@@ -32,10 +31,7 @@ def _profiles(harness: Harness, org: str, count: int) -> None:
 
 
 def _run(harness: Harness) -> str:
-    result = fire.fire(harness.engine, "importSharedAudience", utcnow(), manual=True)
-    harness.stub.drain()
-    with harness.sessions() as s:
-        return s.scalars(select(Workflow.state).where(Workflow.id == result.workflow_id)).one()
+    return run_technical(harness, "importSharedAudience")
 
 
 def _members(harness: Harness, org: str, name: str) -> tuple[int, set[str]]:

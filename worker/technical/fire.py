@@ -79,9 +79,9 @@ def _decide(s: Session, org_id: int, name: str, *, manual: bool) -> tuple[str, s
     ).scalar_one()
     if not enabled and not manual:
         return "skipped", "paused by an admin", None
+    # ensure_installed ran in this transaction: every technical workflow exists.
     workflow = install.workflow_of(s, org_id, name)
-    if workflow is None:
-        return "skipped", "not implemented yet in this version", None
+    assert workflow is not None
     # Lock the workflow row: a concurrent command cannot slip between the check and the start.
     workflow = s.execute(
         select(Workflow).where(Workflow.id == workflow.id).with_for_update()

@@ -165,10 +165,6 @@ def recount_logs(s: Session, now: dt.datetime, name: str = "updateDeliveryIndica
     return len(changes)
 
 
-def _plural(count: int, unit: str) -> str:
-    return f"{count:,} {unit}"
-
-
 @register
 class UpdateDeliveryExecInfo(ActivityType):
     """Adds new opens and clicks to the deliveries' tracking indicators."""
@@ -178,7 +174,7 @@ class UpdateDeliveryExecInfo(ActivityType):
 
     def run(self, ctx: Context) -> Outcome:
         read = add_tracking(ctx.session, ctx.now)
-        ctx.log(f"{_plural(read, 'tracking log(s)')} added to the delivery indicators")
+        ctx.log(f"{read:,} tracking log(s) added to the delivery indicators")
         return Outcome(counts={ctx.activity.name: read})
 
 
@@ -191,5 +187,5 @@ class UpdateDeliveryIndicators(ActivityType):
 
     def run(self, ctx: Context) -> Outcome:
         updated = recount_logs(ctx.session, ctx.now)
-        ctx.log(f"indicators of {_plural(updated, 'delivery(ies)')} recounted")
+        ctx.log(f"indicators of {updated:,} delivery(ies) recounted")
         return Outcome(counts={ctx.activity.name: updated})

@@ -1,8 +1,7 @@
 """Install the technical workflows: the system organization, their definitions, their settings.
 
 Each technical workflow is an ordinary workflow of the `system` organization, so its tasks,
-logs and history show like any other's and admins steer it with the usual commands. Only the
-ones whose activity exists are installed; beat records the others' fires as skipped.
+logs and history show like any other's and admins steer it with the usual commands.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from worker.technical.tables import technical_setting
 SYSTEM_ORG = "system"
 
 #: Technical workflow -> (activity type doing its work, label from the seed).
-IMPLEMENTED: dict[str, tuple[str, str]] = {
+ACTIVITIES: dict[str, tuple[str, str]] = {
     "cleanup": ("databaseCleanup", "Database cleanup"),
     "reportingAggregates": ("reportingAggregates", "Reporting aggregates"),
     "kpiSharing": ("kpiSharing", "Share KPIs with analytics"),
@@ -42,7 +41,7 @@ IMPLEMENTED: dict[str, tuple[str, str]] = {
 
 def definition(name: str) -> dict[str, Any]:
     """The definition installed for a technical workflow: start, its activity, end."""
-    activity_type, label = IMPLEMENTED[name]
+    activity_type, label = ACTIVITIES[name]
     return {
         "id": name,
         "label": label,
@@ -59,7 +58,7 @@ def ensure_installed(s: Session) -> int:
     """Create what is missing (never overwrites an admin's edits); returns the system org id."""
     org = catalog.ensure_org(s, SYSTEM_ORG)
     existing = set(s.scalars(select(Workflow.name).where(Workflow.org_id == org.id)))
-    for name in IMPLEMENTED:
+    for name in ACTIVITIES:
         if name not in existing:
             _create_once(s, lambda name=name: catalog.save_definition(s, org, definition(name)))
     known = set(s.scalars(select(technical_setting.c.name)))
