@@ -44,6 +44,7 @@ from worker.event_statuses import (
 )
 from worker.marketing import profile
 from worker.messaging import delivery_log, event
+from worker.technical.tables import EVENT_COLUMNS, event_history
 
 log = logging.getLogger(__name__)
 
@@ -176,15 +177,20 @@ def find(s: Session, org_id: int, event_type: str, ref: str) -> RowMapping | Non
     pkey = ref[1:] if ref.startswith("@") else ref
     if not pkey or len(pkey) > 64:
         return None
-    return (
-        s.execute(
-            select(event).where(
-                event.c.pkey == pkey, event.c.org_id == org_id, event.c.eventType == event_type
+    # Final events move to the history after a while (mcSynch_local); they stay readable.
+    for table in (event, event_history):
+        found = (
+            s.execute(
+                select(*(table.c[name] for name in EVENT_COLUMNS)).where(
+                    table.c.pkey == pkey, table.c.org_id == org_id, table.c.eventType == event_type
+                )
             )
+            .mappings()
+            .first()
         )
-        .mappings()
-        .first()
-    )
+        if found is not None:
+            return found
+    return None
 
 
 # ---------------------------------------------------------------------------------- pipeline

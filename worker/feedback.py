@@ -20,6 +20,7 @@ from worker.db import utcnow
 from worker.errors import CarillonError
 from worker.marketing import profile
 from worker.messaging import delivery, delivery_log, event, tracking_log
+from worker.technical.tables import event_history
 
 BOUNCE_KINDS = ("hard", "soft", "complaint")
 #: Bounces accepted in one call.
@@ -179,16 +180,18 @@ def record_bounces(s: Session, org_id: int, bounces: Sequence[Bounce]) -> Bounce
             )
             report.bounced += moved
             if moved:
-                report.events_failed += _changed(
-                    s,
-                    update(event)
-                    .where(event.c.deliveryLogId == row["id"], event.c.status == "processed")
-                    .values(
-                        status="deliveryFailed",
-                        reason=f"{bounce.kind} bounce: {bounce.detail}"[:255],
-                        lastModified=now,
-                    ),
-                )
+                # The event may already be archived (mcSynch_local): its status lives on there.
+                for table in (event, event_history):
+                    report.events_failed += _changed(
+                        s,
+                        update(table)
+                        .where(table.c.deliveryLogId == row["id"], table.c.status == "processed")
+                        .values(
+                            status="deliveryFailed",
+                            reason=f"{bounce.kind} bounce: {bounce.detail}"[:255],
+                            lastModified=now,
+                        ),
+                    )
         if bounce.kind in QUARANTINING and row["address"]:
             report.quarantined += _quarantine(s, org_id, row["channel"], row["address"])
     return report

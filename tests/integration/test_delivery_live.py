@@ -13,10 +13,10 @@ from sqlalchemy import insert, select
 
 from tests.integration.conftest import Stack, wait_for
 from tests.smtp_server import SmtpServer
-from worker import catalog
+from worker import catalog, validations
 from worker.marketing import profile
-from worker.messaging import delivery, delivery_log
-from worker.models import Task
+from worker.messaging import delivery, delivery_log, validation
+from worker.models import Task, Workflow
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +199,41 @@ def test_a_worker_killed_mid_delivery_sends_no_message_twice(
             )
         ).all()
     assert attempts and attempts[0] >= 2
+
+
+def test_a_validated_delivery_waits_on_a_real_worker_then_sends_once_approved(
+    stack: Stack, smtp: SmtpServer
+) -> None:
+    segment = f"v{uuid.uuid4().hex[:8]}"
+    people = [
+        {"crmId": f"{segment}-{n}", "email": f"{n}.{segment}@example.org", "segmentCode": segment}
+        for n in ("ann", "bob")
+    ]
+    seed(stack, "acme", people)
+    proof = f"qa.{segment}@example.org"
+    name = stack.save(
+        email_workflow(segment, segment, proof=[proof], validation={"assignee": "alice"})
+    )
+    stack.engine.command(None, name, "start")
+
+    def received() -> list[str]:
+        return sorted(m.recipients[0] for m in smtp.messages if segment in m.recipients[0])
+
+    def pending_validation() -> str | None:
+        with stack.sessions() as s:
+            return s.scalar(
+                select(validation.c.pkey)
+                .join(Task, Task.id == validation.c.task_id)
+                .join(Workflow, Workflow.id == Task.workflow_id)
+                .where(
+                    Workflow.name == name,
+                    Task.state == "waiting",
+                    validation.c.state == "pending",
+                )
+            )
+
+    pkey = wait_for(pending_validation, 60, "the delivery to park for its validation")
+    assert received() == [proof]  # the proof only, nobody else before the approval
+    validations.decide(stack.engine, None, f"@{pkey}", "approve", None, "alice")
+    stack.wait_state(name, "finished", timeout=60)
+    assert received() == sorted([proof, *(p["email"] for p in people)])

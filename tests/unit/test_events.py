@@ -26,6 +26,7 @@ from worker.db import utcnow
 from worker.event_statuses import SyncPointer, sync_statuses
 from worker.marketing import profile
 from worker.messaging import delivery_log, event
+from worker.technical import archive
 
 #: Recipients the sink refuses with a permanent error.
 REFUSED = "refused@example.com"
@@ -266,6 +267,41 @@ def test_a_bounce_turns_a_processed_event_into_delivery_failed(
     assert report.events_failed == 1
     assert status(harness, event_id) == ("deliveryFailed", "hard bounce: ")
     assert logs(harness)[0]["status"] == "bounced"
+
+
+def test_an_archived_event_stays_readable_and_a_late_bounce_still_fails_it(
+    harness: Harness, smtp: tuple[SmtpSink, int]
+) -> None:
+    # Given a processed event archived by mcSynch_local
+    _, port = smtp
+    template(harness)
+    event_id = post(harness, {"email": "ada@example.com"})
+    events.process(harness.sessions, smtp_settings(harness.settings, port))
+    with harness.sessions() as s, s.begin():
+        pkey = s.execute(select(event.c.pkey).where(event.c.id == event_id)).scalar_one()
+        assert archive.archive(s, utcnow() + dt.timedelta(hours=2), dt.timedelta(hours=1)) == 1
+    acme, globex = org_id(harness), org_id(harness, "globex")
+    with harness.sessions() as s:
+        # Then GET still finds it, by PKey, from the history
+        found = events.find(s, acme, "orderPlaced", f"@{pkey}")
+        assert found is not None and found["status"] == "processed"
+        assert events.find(s, acme, "otherType", f"@{pkey}") is None
+        assert events.find(s, globex, "orderPlaced", f"@{pkey}") is None
+
+    # When its message bounces after the archive
+    message_id = logs(harness)[0]["messageId"]
+    with harness.sessions() as s, s.begin():
+        report = feedback.record_bounces(
+            s, acme, feedback.parse_bounces({"messageId": message_id, "kind": "hard"})
+        )
+
+    # Then the archived event turns deliveryFailed, as it would have in the realtime table
+    assert report.events_failed == 1
+    with harness.sessions() as s:
+        found = events.find(s, acme, "orderPlaced", pkey)
+        assert found is not None
+        assert (found["status"], found["reason"]) == ("deliveryFailed", "hard bounce: ")
+        assert s.execute(select(event.c.id)).all() == []
 
 
 def test_sync_statuses_copies_log_changes_forward_only_and_moves_its_pointer(

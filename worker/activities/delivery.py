@@ -1,17 +1,21 @@
 """Channels: the email, sms and push activities (personalised, proofed, never sent twice).
 
-A run has two phases, kept apart so a human validation step can sit between them:
+A run has two phases, with an optional human validation step between them:
 
 - **prepare and proof**: find or create the task's delivery row (content and A/B settings
   stored), and, for an email with `proof`, send the rendered message to the test addresses
   first with "[PROOF] " before its subject (at most once per delivery, at least once: a
   crash between the proof and its record may send the proof again, never a real message);
+- **validation** (option `validation`: assignee/group/timeout/subject, as the `validation`
+  activity): the task parks until someone approves, then goes on; a rejection or a timeout
+  ends it without sending (outlet `rejected`, with the decision in the vars);
 - **send**: claim the recipients (exclusions decided in SQL, rows committed `pending`),
   then send them batch by batch through the channel's connector (worker.channels.sending
   explains why no recipient ever gets two messages).
 
 Outlets: `done`, `sent` (the recipients sent to) and `failed` (failed, ignored and unknown),
-each fired when it has a transition. Counts: `<name>` sent, `<name>_failed`.
+each fired when it has a transition; `rejected` instead when the validation did not approve.
+Counts: `<name>` sent, `<name>_failed`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from typing import Any, ClassVar
 from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import populations, resources
+from worker import populations, resources, validations
+from worker.activities import validation as validation_activity
 from worker.activities.base import Activity, ActivityType, Context, Option, Outcome
 from worker.channels import sending
 from worker.channels.connectors import ConnectorError, Message, connector_for
@@ -122,7 +127,7 @@ class _Delivery(ActivityType):
     required: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     def outlets(self, activity: Activity) -> frozenset[str]:
-        return frozenset({"done", "sent", "failed"})
+        return frozenset({"done", "sent", "failed", "rejected"})
 
     def validate(self, activity: Activity) -> None:
         super().validate(activity)
@@ -154,6 +159,10 @@ class _Delivery(ActivityType):
             for variant in ab["variants"]
         }
 
+    def cancel(self, session: Session, task_ids: list[str], reason: str) -> None:
+        # A delivery stopped while it waited for its validation: nobody can decide it now.
+        validations.cancel(session, task_ids, reason)
+
     # ------------------------------------------------------------------ run
 
     def run(self, ctx: Context) -> Outcome:
@@ -170,14 +179,37 @@ class _Delivery(ActivityType):
                 row = self.prepare(ctx, sessions, population)
                 if options.get("proof"):
                     self.proof(ctx, sessions, row, population, profile, compiled, connector)
-                # A validation step (a later issue) belongs here: after the proof, before
-                # any real message.
+                if options.get("validation"):
+                    withheld = self.validate_first(ctx, sessions, row)
+                    if withheld is not None:
+                        return withheld
                 self.send(ctx, sessions, row, population, profile, compiled, connector)
                 with sessions() as s:
                     statuses, reasons = sending.tally(s, row["id"])
         finally:
             connector.close()
         return self.finish(ctx, row, statuses, reasons)
+
+    def validate_first(
+        self, ctx: Context, sessions: sessionmaker[Session], row: Mapping[str, Any]
+    ) -> Outcome | None:
+        """The validation step between the proof and the real send: None once approved, else
+        the task parks until someone decides (or the timeout), or ends without sending."""
+        title = ctx.activity.label or ctx.activity.name
+        request = {"subject": f"Validate the {self.channel} '{title}' before it is sent"}
+        request.update(ctx.activity.options["validation"])
+        with sessions() as s, s.begin():
+            asked = validation_activity.ask(ctx, request, s)
+            if asked.park is not None:
+                sending.set_state(s, row["id"], "toValidate")
+                return asked
+            if asked.outlets == ("approved",):
+                return None
+            sending.set_state(s, row["id"], "rejected")
+        decision = (asked.vars or {}).get("validationDecision")
+        ctx.log(f"not sent: the validation ended {decision}", "warning")
+        fired = ("rejected",) if ctx.activity.transitions.get("rejected") else ()
+        return Outcome(outlets=fired, vars=asked.vars, counts={ctx.activity.name: 0})
 
     def prepare(
         self, ctx: Context, sessions: sessionmaker[Session], population: Mapping[str, Any]
@@ -250,7 +282,7 @@ class _Delivery(ActivityType):
         split = None
         if ab:
             split = sending.Split(tuple(v["name"] for v in ab["variants"]), ab.get("share", 20))
-        if row["state"] in ("preparing", "proofSent"):
+        if row["state"] in ("preparing", "proofSent", "toValidate"):
             with sessions() as s, s.begin():
                 sending.claim(
                     s,
@@ -398,7 +430,10 @@ def _first_recipient(
     return sending.recipient_context(found, vars)
 
 
-_COMMON = {"batchSize": Option((int,), check=_check_batch)}
+_COMMON = {
+    "batchSize": Option((int,), check=_check_batch),
+    "validation": Option((dict,), check=validation_activity.request_problem),
+}
 
 
 @register
@@ -407,7 +442,9 @@ class Email(_Delivery):
 
     Options: `subject`, `html` and/or `text` (Jinja2, sandboxed: `profile.<field>`,
     `vars.<name>`, enrichment columns), `sender` (default CARILLON_SMTP_SENDER), `proof`
-    (up to 20 test addresses sent first), `batchSize` (500; messages per SMTP connection),
+    (up to 20 test addresses sent first), `validation` ({assignee, group, timeout, subject}:
+    a human approves after the proof, before the real send), `batchSize` (500; messages per
+    SMTP connection),
     `abTest` ({variants: [{name, subject?, html?, text?}], share: 20, criterion: opens |
     clicks, durationHours: 24}).
     """

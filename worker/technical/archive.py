@@ -17,26 +17,10 @@ from sqlalchemy.orm import Session
 from worker.activities.base import ActivityType, Context, Option, Outcome
 from worker.messaging import event
 from worker.registry import register
-from worker.technical.tables import event_history
+from worker.technical.tables import EVENT_COLUMNS, event_history
 
 FINAL = ("processed", "ignored", "deliveryFailed", "routingFailed", "tooOld")
 BATCH = 50_000
-COPIED = (
-    "id",
-    "org_id",
-    "pkey",
-    "eventType",
-    "email",
-    "mobilePhone",
-    "pushToken",
-    "ctx",
-    "status",
-    "reason",
-    "templateId",
-    "deliveryLogId",
-    "created",
-    "lastModified",
-)
 
 
 def archive(s: Session, now: dt.datetime, after: dt.timedelta, batch: int = BATCH) -> int:
@@ -51,10 +35,10 @@ def archive(s: Session, now: dt.datetime, after: dt.timedelta, batch: int = BATC
     )
     if not chosen:
         return 0
-    columns = [event.c[name] for name in COPIED]
+    columns = [event.c[name] for name in EVENT_COLUMNS]
     s.execute(
         insert(event_history).from_select(
-            [*COPIED, "archived"],
+            [*EVENT_COLUMNS, "archived"],
             select(*columns, literal(now, event_history.c.archived.type)).where(
                 event.c.id.in_(chosen)
             ),

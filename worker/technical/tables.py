@@ -146,3 +146,5 @@ event_history = Table(
     Index("ix_event_history_archived", "archived"),
     Index("ix_event_history_delivery_log", "deliveryLogId"),
 )
+#: The columns an archived event keeps from `event` (by key): all but `archived`.
+EVENT_COLUMNS = tuple(c.key for c in event_history.columns if c.key != "archived")
