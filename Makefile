@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration lint bench up clean
+.PHONY: install demo test unit integration browser chromium lint bench up clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) chromium
+
+# The browser tests drive Debian's chromium through Playwright (never a downloaded browser).
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  echo "installing Debian's chromium for the browser tests (apt-get install chromium chromium-driver)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+	    || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null) \
+	    || { echo "could not install chromium with apt-get (needs root and Debian's repositories):" \
+	      "run 'apt-get update && apt-get install -y chromium chromium-driver' as root;" \
+	      "the browser tests in tests/browser need $(CHROMIUM)" >&2; \
+	      if [ -n "$$CI" ]; then exit 1; fi; }; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/carillon demo
@@ -20,14 +33,17 @@ demo: $(STAMP)
 up: $(STAMP)
 	$(BIN)/carillon up
 
-test: $(STAMP) lint
-	$(BIN)/pytest tests/unit tests/integration
+test: $(STAMP) chromium lint
+	$(BIN)/pytest tests/unit tests/integration tests/browser
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
+
+browser: $(STAMP) chromium
+	$(BIN)/pytest tests/browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -43,6 +59,7 @@ bench: $(STAMP)
 	$(BENCH_ENV) $(BIN)/python bench/api_trigger.py
 	$(BENCH_ENV) $(BIN)/python bench/data.py
 	$(BENCH_ENV) $(BIN)/python -m bench.delivery
+	$(BENCH_ENV) $(BIN)/python bench/monitoring.py
 
 clean:
 	rm -rf $(VENV) .carillon .pytest_cache .mypy_cache .ruff_cache

@@ -35,6 +35,9 @@ def create_app(
     from api import auth, definitions, errors, executions, health, history, openapi
 
     errors.register(app)
+    from api import ratelimit
+
+    ratelimit.init_app(app, settings)  # first: requests with bad credentials count too
     auth.init_app(app)
     for blueprint in (health.bp, openapi.bp, executions.bp, history.bp, definitions.bp):
         app.register_blueprint(blueprint)
@@ -48,6 +51,13 @@ def create_app(
     from api import technical
 
     app.register_blueprint(technical.bp)
+    from api import metrics, monitoring
+
+    app.register_blueprint(monitoring.bp)
+    metrics.init_app(app)
+    from api import monitoring_page
+
+    app.register_blueprint(monitoring_page.bp)
     return app
 
 

@@ -10,6 +10,8 @@
 | worker.errors.DefinitionError (+ subs)  | 422    | invalidDefinition...  |
 | any other CarillonError, any Exception  | 500    | internalError (logged, no detail in the body) |
 | werkzeug HTTPException (404, 405, 413...)| its own| see HTTP_CODES       |
+| database unreachable (OperationalError, | 503    | unavailable (+ Retry-After; nothing |
+|   DisconnectionError, pool timeout)     |        |   was done: the transaction rolled back) |
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from worker.errors import (
@@ -28,6 +31,7 @@ from worker.errors import (
     TooManyTriggers,
     TriggerRefused,
 )
+from worker.outage import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,12 @@ HTTP_CODES = {
     422: "unprocessableEntity",
     429: "tooManyRequests",
     500: "internalError",
+    503: "unavailable",
 }
 INTERNAL_MESSAGE = "an unexpected error occurred; it has been logged"
+UNAVAILABLE_MESSAGE = "the database is unavailable; nothing was done, retry later"
+#: Seconds a client is told to wait while the database is away (a restart takes a few).
+UNAVAILABLE_RETRY_AFTER = 5
 
 
 class ApiError(Exception):
@@ -141,9 +149,26 @@ def _on_unexpected(exc: BaseException) -> Response:
     return error_response(500, "internalError", INTERNAL_MESSAGE)
 
 
+def _on_database_error(exc: Exception) -> Response:
+    if not is_outage(exc):
+        return _on_unexpected(exc)
+    # No traceback: an outage is expected now and then, and says nothing about this request.
+    log.warning(
+        "database unavailable on %s %s (%s): 503", request.method, request.path, type(exc).__name__
+    )
+    return error_response(
+        503,
+        "unavailable",
+        UNAVAILABLE_MESSAGE,
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
 def register(app: Flask) -> None:
     """Install the handlers: every error leaves the app in the one shape."""
     app.register_error_handler(ApiError, _on_api_error)
     app.register_error_handler(CarillonError, _on_carillon_error)
     app.register_error_handler(HTTPException, _on_http_error)
+    for database_error in (sa_exc.DBAPIError, sa_exc.DisconnectionError, sa_exc.TimeoutError):
+        app.register_error_handler(database_error, _on_database_error)
     app.register_error_handler(Exception, _on_unexpected)

@@ -12,7 +12,9 @@ from api import render
 from api.bodies import json_object
 from api.context import caller, carillon, execution_path, public_url
 from api.errors import bad_request
+from api.idempotency import idempotent
 from worker.engine import METHODS
+from worker.errors import NotFound
 from worker.models import Task, Workflow
 
 log = logging.getLogger(__name__)
@@ -89,12 +91,14 @@ def execution(org: str, workflow_ref: str) -> dict[str, Any]:
 
 
 @bp.post(f"{EXECUTION}/commands")
+@idempotent
 def command(org: str, workflow_ref: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Record an execution command; a worker applies it asynchronously, in order.
     ---
     post:
       summary: Start, pause, resume or stop a workflow
       tags: [executions]
+      parameters: [idempotencyKey]
       requestBody:
         required: true
         content:
@@ -110,6 +114,7 @@ def command(org: str, workflow_ref: str) -> tuple[dict[str, Any], int, dict[str,
         400: {$ref: '#/components/responses/BadRequest'}
         404: {$ref: '#/components/responses/NotFound'}
         409: {$ref: '#/components/responses/Conflict'}
+        422: {$ref: '#/components/responses/IdempotencyKeyReused'}
     """
     body = json_object(allowed={"method"})
     method = body.get("method")
@@ -134,6 +139,7 @@ def command(org: str, workflow_ref: str) -> tuple[dict[str, Any], int, dict[str,
 
 @bp.post(TRIGGER)
 @bp.post(f"{TRIGGER}/")
+@idempotent
 def trigger(
     org: str, workflow_ref: str, activity_ref: str
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -142,6 +148,7 @@ def trigger(
     post:
       summary: Trigger an external-signal activity (at most once per signal per interval)
       tags: [executions]
+      parameters: [idempotencyKey]
       requestBody:
         required: true
         content:
@@ -159,6 +166,7 @@ def trigger(
         400: {$ref: '#/components/responses/BadRequest'}
         404: {$ref: '#/components/responses/NotFound'}
         409: {$ref: '#/components/responses/Conflict'}
+        422: {$ref: '#/components/responses/IdempotencyKeyReused'}
         429: {$ref: '#/components/responses/TooManyRequests'}
     """
     body = json_object(allowed={"source", "parameters"})
@@ -183,4 +191,42 @@ def trigger(
         },
         202,
         headers,
+    )
+
+
+@bp.post(f"{EXECUTION}/tasks/<task_id>/requeue")
+def requeue(org: str, workflow_ref: str, task_id: str) -> tuple[dict[str, Any], int]:
+    """Run a dead task again, its attempts reset; the workflow leaves `error`.
+    ---
+    post:
+      summary: Requeue a dead task (one whose worker was lost CARILLON_MAX_ATTEMPTS times)
+      description: Fix what killed the worker first (the activity, its input, memory). The
+        task goes back to pending with its attempt count reset, and its workflow from
+        error to started. Only a dead task can be requeued (409 otherwise); retry a failed
+        one with `carillon workflow retry`, or resume the workflow.
+      tags: [executions]
+      responses:
+        202:
+          description: the task is pending again; a worker runs it
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Requeued'}
+        404: {$ref: '#/components/responses/NotFound'}
+        409: {$ref: '#/components/responses/Conflict'}
+    """
+    app, who = carillon(), caller()
+    with app.sessions() as s:
+        workflow = app.engine.find_workflow(s, who.org_id, workflow_ref)
+        pkey = workflow.pkey
+        owner = s.execute(select(Task.workflow_id).where(Task.id == task_id)).scalar()
+    if owner != workflow.id:  # another workflow's task, or none: nothing to see here
+        raise NotFound(f"task '{task_id}' not found in this workflow")
+    state = app.engine.requeue(task_id)
+    return (
+        {
+            "id": task_id,
+            "state": state,
+            "workflow": {"href": public_url(execution_path(who.org_name, pkey))},
+        },
+        202,
     )

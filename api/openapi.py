@@ -16,10 +16,13 @@ from apispec import APISpec
 from apispec.yaml_utils import load_operations_from_docstring
 from flask import Blueprint, Flask, current_app
 
-from api.auth import PUBLIC_ENDPOINTS
+from api.auth import is_public
 from api.bodies import MAX_DEPTH
+from api.monitoring_schemas import MONITORING_SCHEMAS
 from api.pages import DEFAULT_LINE_COUNT, MAX_LINE_COUNT
+from api.ratelimit import EXEMPT_ENDPOINTS
 from worker.messaging import EVENT_STATUSES, VALIDATION_STATES
+from worker.states import TaskState
 
 bp = Blueprint("openapi", __name__)
 
@@ -37,6 +40,8 @@ PATH_PARAMETERS = {
     "event_ref": "the event's PKey (`@...`), as the POST returned it",
     "template_ref": "the message template's name, or its PKey (`@name`)",
     "token": "a signed tracking token, as written in the sent message",
+    "task_id": "the task's id (`carillon workflow tasks`, or the tasks resource)",
+    "filename": "a file of the monitoring page (`.js`, `.css` or `.svg`), such as js/main.js",
 }
 
 
@@ -56,11 +61,33 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "UnsupportedMediaType": _error("the body is not application/json"),
     "InvalidDefinition": _error("the definition is invalid; details.activity names the activity"),
     "TooManyRequests": {
-        **_error("the signal was triggered less than CARILLON_SIGNAL_MIN_INTERVAL ago"),
+        **_error(
+            "the signal was triggered less than CARILLON_SIGNAL_MIN_INTERVAL ago "
+            "(tooManyTriggers), or the API key made more requests than CARILLON_RATE_LIMIT "
+            "allows (rateLimited)"
+        ),
         "headers": {
             "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}
         },
     },
+    "RateLimited": {
+        **_error(
+            "rateLimited: the API key (or, without one, the client address) made more "
+            "requests than CARILLON_RATE_LIMIT allows"
+        ),
+        "headers": {
+            "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}
+        },
+    },
+    "Unavailable": {
+        **_error("unavailable: the database cannot be reached; nothing was done"),
+        "headers": {
+            "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}
+        },
+    },
+    "IdempotencyKeyReused": _error(
+        "idempotencyKeyReused: the Idempotency-Key was first used with another method, path or body"
+    ),
     "InternalError": _error("an unexpected error (logged; the body says nothing more)"),
     "InvalidSetting": _error("the setting is invalid (a schedule, properties); nothing changed"),
     "InvalidTemplate": _error(
@@ -179,6 +206,10 @@ EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "channel": {"type": "string", "enum": ["email", "sms", "push"]},
             "content": _CONTENT,
             "published": {"type": "boolean"},
+            "paused": {
+                "type": "boolean",
+                "description": "its events wait `paused` until it resumes",
+            },
             "expiryHours": {"type": "integer"},
             "created": {"type": "string", "format": "date-time"},
             "href": {"type": "string", "format": "uri"},
@@ -459,7 +490,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "id": {"type": "string"},
             "activity": {"type": "string"},
             "type": {"type": "string"},
-            "state": {"type": "string"},
+            "state": {"type": "string", "enum": [state.value for state in TaskState]},
             "job": {"type": "string"},
             "version": {"type": "integer"},
             "executions": {"type": "integer", "description": "attempts so far"},
@@ -494,14 +525,34 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "WorkflowPage": _page("Workflow"),
     "JobPage": _page("Job"),
     "TaskPage": _page("Task"),
+    "Requeued": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "state": {"type": "string", "enum": ["pending"]},
+            "workflow": _LINK,
+        },
+    },
     "LogPage": _page("LogLine"),
     "Health": {"type": "object", "properties": {"status": {"type": "string", "example": "ok"}}},
     **EVENT_SCHEMAS,
     **VALIDATION_SCHEMAS,
     **TECHNICAL_SCHEMAS,
+    **MONITORING_SCHEMAS,
 }
 
 PARAMETERS: dict[str, dict[str, Any]] = {
+    "idempotencyKey": {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "a key of your choice (1 to 255 printable ASCII characters): the same "
+        "key with the same body within 24 hours replays the first successful response "
+        "(header Idempotent-Replayed: true) without doing anything again; with another body "
+        "it is refused (422); while the first request runs, the others wait for it (409 "
+        "after 10 s). Errors are not kept: a retry after one runs again.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    },
     "lineCount": {
         "name": "_lineCount",
         "in": "query",
@@ -532,10 +583,12 @@ def _operation_id(endpoint: str, method: str, seen: set[str]) -> str:
     return found
 
 
-def _complete(operation: dict[str, Any], public: bool) -> None:
+def _complete(operation: dict[str, Any], public: bool, endpoint: str = "") -> None:
     """Add the error responses that come from the code rather than from the view."""
     responses = operation.setdefault("responses", {})
     expected: list[tuple[int, str]] = [(500, "InternalError")]
+    if endpoint not in EXEMPT_ENDPOINTS:  # the rate limiter, and the database behind
+        expected += [(429, "RateLimited"), (503, "Unavailable")]
     if not public:
         expected += [(401, "Unauthorized"), (404, "NotFound")]
         operation.setdefault("security", [{"bearerAuth": [], "apiKey": []}])
@@ -562,7 +615,15 @@ def build_spec(app: Flask) -> dict[str, Any]:
         },
         servers=[{"url": settings.public_url}],
     )
-    spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+    spec.components.security_scheme(
+        "bearerAuth",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "an organization's token, with its X-Api-Key; or the admin token "
+            "(CARILLON_ADMIN_TOKEN) alone, which may use any organization's URLs",
+        },
+    )
     spec.components.security_scheme(
         "apiKey", {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
     )
@@ -579,7 +640,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         view = app.view_functions[rule.endpoint]
         documented = load_operations_from_docstring(view.__doc__ or "")
         summary = (view.__doc__ or rule.endpoint).strip().splitlines()[0]
-        public = rule.endpoint in PUBLIC_ENDPOINTS
+        public = is_public(rule.endpoint)
         operations: dict[str, Any] = {}
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             verb = method.lower()
@@ -588,7 +649,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 "responses": {200: {"description": "OK"}},
             }
             operation["operationId"] = _operation_id(rule.endpoint, verb, seen)
-            _complete(operation, public)
+            _complete(operation, public, rule.endpoint)
             operations[verb] = operation
         parameters = [
             {

@@ -1,7 +1,8 @@
-"""Transactional message templates: create (compiled at save), list, read, delete."""
+"""Transactional message templates: create (compiled at save), list, read, pause, delete."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,9 +13,10 @@ from api.context import caller, carillon, public_url
 from api.errors import ApiError
 from api.pages import window
 from api.render import iso
-from worker import templates_store
+from worker import events, templates_store
 
 bp = Blueprint("templates", __name__)
+log = logging.getLogger(__name__)
 
 TEMPLATES = "/<org>/campaign/messageTemplate"
 
@@ -28,6 +30,7 @@ def _render(org: str, row: Any) -> dict[str, Any]:
         "channel": row["channel"],
         "content": row["content"],
         "published": bool(row["published"]),
+        "paused": bool(row["paused"]),
         "expiryHours": row["expiryHours"],
         "created": iso(row["created"]),
         "href": public_url(f"/{org}/campaign/messageTemplate/{row['name']}"),
@@ -147,3 +150,51 @@ def remove(org: str, template_ref: str) -> tuple[str, int]:
         if not templates_store.remove(s, who.org_id, template_ref):
             raise ApiError(404, "no such message template", code="notFound")
     return "", 204
+
+
+def _pause_or_resume(template_ref: str, paused: bool) -> dict[str, Any]:
+    app, who = carillon(), caller()
+    with app.sessions() as s, s.begin():
+        row, released = templates_store.set_paused(s, who.org_id, template_ref, paused)
+    # Committed: the released events are `pending` again; a lost publish is left to the sweep.
+    if released and isinstance(app.dispatcher, events.EventPublisher):
+        try:
+            app.dispatcher.process_events(released)
+        except Exception:
+            log.warning("could not publish %d resumed event(s); the sweep will", len(released))
+    return {**_render(who.org_name, row), "released": len(released)}
+
+
+@bp.post(f"{TEMPLATES}/<template_ref>/pause")
+def pause(org: str, template_ref: str) -> dict[str, Any]:
+    """Pause a message template: its new events wait with status `paused`.
+    ---
+    post:
+      summary: Pause a message template (its events wait `paused`)
+      tags: [templates]
+      responses:
+        200:
+          description: the template, paused
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/MessageTemplate'}
+    """
+    return _pause_or_resume(template_ref, True)
+
+
+@bp.post(f"{TEMPLATES}/<template_ref>/resume")
+def resume(org: str, template_ref: str) -> dict[str, Any]:
+    """Resume a message template: its `paused` events go back to `pending` and are delivered
+    (those past the template's expiry then end `tooOld`).
+    ---
+    post:
+      summary: Resume a paused message template
+      tags: [templates]
+      responses:
+        200:
+          description: the template, with `released`, the number of events sent on their way
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/MessageTemplate'}
+    """
+    return _pause_or_resume(template_ref, False)

@@ -70,6 +70,7 @@ def create_celery(settings: Settings) -> Celery:
             ),
         },
     )
+    from worker import monitoring_workers  # noqa: F401  (its carillon_load inspect command)
     from worker.tasks import register_tasks
 
     register_tasks(app)

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from worker import cli_technical
+from worker import cli_status, cli_technical
 from worker.cli_common import _fail, _runtime
 from worker.errors import CarillonError
 
@@ -304,6 +304,20 @@ def workflow_retry(task_id: str) -> None:
     click.echo(f"task {task_id} re-enqueued")
 
 
+@workflow.command("requeue")
+@click.argument("task_id")
+def workflow_requeue(task_id: str) -> None:
+    """Run a dead task again with its attempts reset (fix what killed its worker first).
+
+    A task is dead when its worker was lost CARILLON_MAX_ATTEMPTS times in a row (the
+    activity crashed the process: OOM, a segfault); its workflow waits in error."""
+    try:
+        _runtime().engine().requeue(task_id)
+    except CarillonError as exc:
+        _fail(exc)
+    click.echo(f"task {task_id} requeued (attempts reset)")
+
+
 @workflow.command("skip")
 @click.argument("task_id")
 def workflow_skip(task_id: str) -> None:
@@ -482,25 +496,7 @@ def validation_reject(pkey: str, comment: str, user: str | None) -> None:
     _decide(pkey, "reject", comment, user or _login())
 
 
-@main.command()
-def status() -> None:
-    """Summary of workflows and tasks by state."""
-    from sqlalchemy import func, select
-
-    from worker.models import Task, Workflow
-
-    runtime = _runtime()
-    with runtime.sessions()() as s:
-        workflows = s.execute(select(Workflow.state, func.count()).group_by(Workflow.state)).all()
-        tasks = s.execute(select(Task.state, func.count()).group_by(Task.state)).all()
-    table = Table("what", "state", "count")
-    for state, count in workflows:
-        table.add_row("workflows", state, str(count))
-    for state, count in tasks:
-        table.add_row("tasks", state, str(count))
-    console.print(table)
-
-
+main.add_command(cli_status.status)
 main.add_command(cli_technical.technical)
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ class Settings:
     lease_seconds: int = 60
     #: CARILLON_REPUBLISH_SECONDS: a pending task older than this is published again (30).
     republish_seconds: int = 30
-    #: CARILLON_MAX_ATTEMPTS: executions of one task before it is failed for good (5).
+    #: CARILLON_MAX_ATTEMPTS: executions of one task that all lost their worker before it is
+    #: dead (5); an operator's requeue runs it again.
     max_attempts: int = 5
     #: CARILLON_VISIBILITY_TIMEOUT: Redis visibility timeout in seconds (3600).
     visibility_timeout: int = 3600
@@ -72,6 +73,9 @@ class Settings:
     #: CARILLON_SECRET_KEY: HMAC key signing tracking links; default a random key generated
     #: once into CARILLON_HOME/secret_key (0600). Every API and worker must share it.
     secret_key: str = field(default="", repr=False)
+    #: CARILLON_ADMIN_TOKEN: `Authorization: Bearer <it>` alone makes the caller an admin of
+    #: every organization (monitoring, technical workflows); empty: no admin login.
+    admin_token: str = field(default="", repr=False)
     #: CARILLON_FAILPOINT: test-only crash points (e.g. after_commit_before_publish).
     failpoint: str = ""
     #: CARILLON_DATA_MODEL: YAML file adding profile columns and resources (see resources.py).
@@ -86,7 +90,8 @@ class Settings:
     #: CARILLON_TRANSFER_TIMEOUT: seconds to connect and between two reads of a download (30).
     transfer_timeout: float = 30.0
     #: CARILLON_TRANSFER_ALLOW_HOSTS: comma-separated hosts or CIDR networks that downloads may
-    #: reach although private or loopback (default none: only public addresses).
+    #: reach although private or loopback, each optionally with `:port` to allow that port
+    #: only (default none: only public addresses).
     transfer_allow_hosts: tuple[str, ...] = ()
     #: CARILLON_SMTP_HOST: the SMTP server email deliveries go through; empty: no server,
     #: emails are appended to CARILLON_HOME/outbox/email.jsonl (the embedded default).
@@ -100,12 +105,24 @@ class Settings:
     smtp_password: str = field(default="", repr=False)
     #: CARILLON_SMTP_SENDER: the From address when a delivery sets no sender.
     smtp_sender: str = "carillon@localhost"
+    #: CARILLON_SMTP_CONNECTIONS: SMTP connections a batch is sent over at once (4; 1-64).
+    smtp_connections: int = 4
     #: CARILLON_SMS_URL / CARILLON_PUSH_URL: HTTP provider of SMS and push messages (one POST
     #: per message with an Idempotency-Key); empty: CARILLON_HOME/outbox/<channel>.jsonl.
     sms_url: str = ""
     push_url: str = ""
     #: CARILLON_CONNECTOR_TIMEOUT: seconds to connect to, and wait for, SMTP and providers (30).
     connector_timeout: float = 30.0
+    #: CARILLON_RATE_LIMIT: requests per API key (per client address without one), as
+    #: (count, period in seconds), from "N/second|minute|hour"; "off" or "0" (the default:
+    #: benchmarks and load tests must not meet it by surprise): none.
+    rate_limit: tuple[int, float] | None = None
+    #: CARILLON_RATE_LIMIT_BURST: requests a key may make at once before the rate applies
+    #: (default twice the count).
+    rate_limit_burst: int = 0
+    #: CARILLON_RATE_LIMIT_REDIS: Redis URL of the buckets shared by every API process;
+    #: default the broker's Redis when it is one, else buckets in each process.
+    rate_limit_redis: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -139,6 +156,7 @@ class Settings:
             public_url=env.get("CARILLON_PUBLIC_URL", ""),
             tracking_url=env.get("CARILLON_TRACKING_URL", ""),
             secret_key=env.get("CARILLON_SECRET_KEY", ""),
+            admin_token=_token(env, "CARILLON_ADMIN_TOKEN"),
             failpoint=env.get("CARILLON_FAILPOINT", ""),
             data_model=env.get("CARILLON_DATA_MODEL", ""),
             files_dir=_path(env, "CARILLON_FILES_DIR"),
@@ -154,9 +172,13 @@ class Settings:
             smtp_user=env.get("CARILLON_SMTP_USER", ""),
             smtp_password=env.get("CARILLON_SMTP_PASSWORD", ""),
             smtp_sender=env.get("CARILLON_SMTP_SENDER", "") or "carillon@localhost",
+            smtp_connections=_int(env, "CARILLON_SMTP_CONNECTIONS", 4, minimum=1, maximum=64),
             sms_url=_http_url(env, "CARILLON_SMS_URL"),
             push_url=_http_url(env, "CARILLON_PUSH_URL"),
             connector_timeout=_float(env, "CARILLON_CONNECTOR_TIMEOUT", 30.0),
+            rate_limit=_rate(env, "CARILLON_RATE_LIMIT", "off"),
+            rate_limit_burst=_int(env, "CARILLON_RATE_LIMIT_BURST", 0, minimum=0),
+            rate_limit_redis=env.get("CARILLON_RATE_LIMIT_REDIS", ""),
         )
         return settings.resolved()
 
@@ -246,6 +268,23 @@ def _http_url(env: Mapping[str, str], name: str) -> str:
     return value
 
 
+_PERIODS = {"second": 1.0, "s": 1.0, "minute": 60.0, "m": 60.0, "hour": 3600.0, "h": 3600.0}
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> tuple[int, float] | None:
+    """`N/second|minute|hour` as (N, seconds); None for "off" or "0"."""
+    raw = (env.get(name, "") or default).strip().lower()
+    if raw in ("off", "0"):
+        return None
+    count, _, period = raw.partition("/")
+    if not count.isdigit() or period not in _PERIODS or not 0 < int(count) <= 10**6:
+        raise ConfigError(
+            f"{name} must be N/second, N/minute or N/hour (N from 1 to 1000000), "
+            f"or off; got {raw[:100]!r}"
+        )
+    return int(count), _PERIODS[period]
+
+
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     raw = env.get(name, "")
     return Path(raw).absolute() if raw else None
@@ -253,6 +292,13 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _token(env: Mapping[str, str], name: str, minimum: int = 16) -> str:
+    value = env.get(name, "").strip()
+    if value and len(value) < minimum:  # a guessable admin token would open every org
+        raise ConfigError(f"{name} must be at least {minimum} characters long")
+    return value
 
 
 def _secret_key(path: Path) -> str:

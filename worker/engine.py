@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import definitions, registry
@@ -30,6 +30,7 @@ from worker.errors import CommandRefused, NotFound, TooManyTriggers, TriggerRefu
 from worker.heartbeat import Heartbeat
 from worker.models import (
     Command,
+    IdempotencyKey,
     Job,
     JoinArrival,
     LogLine,
@@ -40,6 +41,7 @@ from worker.models import (
     WorkflowVersion,
     new_id,
 )
+from worker.outage import is_outage
 from worker.signals import coerce
 from worker.states import ACTIVE_TASK_STATES, TaskState, WorkflowState
 from worker.transitions import (
@@ -62,6 +64,8 @@ SUSPENDED_REASON = "activity suspended: release it to run"
 PAUSED_REASON = "workflow paused"
 ERROR_REASON = "workflow in error"
 MAX_SOURCE = 255
+#: How often the tick deletes expired Idempotency-Key rows (bounded batches).
+KEY_SWEEP_EVERY = dt.timedelta(seconds=60)
 
 
 class Dispatcher(Protocol):
@@ -158,6 +162,7 @@ class Engine:
         self.heartbeat = Heartbeat(session_factory, max(0.5, settings.lease_seconds / 3))
         self._definitions: dict[tuple[int, int], Definition] = {}
         self._orgs: dict[int, int] = {}
+        self._next_key_sweep = utcnow()
 
     @contextmanager
     def _transaction(self, effects: _Effects) -> Iterator[Session]:
@@ -221,6 +226,8 @@ class Engine:
                     try:
                         outcome = kind.run(ctx)
                     except Exception as exc:  # the claim commits; the failure is recorded below
+                        if is_outage(exc):
+                            raise  # nothing commits: the task stays pending, the message retries
                         error = exc
                     else:
                         more = self._complete(
@@ -310,6 +317,8 @@ class Engine:
                 try:
                     outcome = kind.run(ctx)
                 except Exception as exc:
+                    if is_outage(exc):
+                        raise  # the database went away, the activity did not fail
                     error = exc
                     raise _ActivityFailed from exc
                 continue_chain = self._complete(
@@ -321,10 +330,37 @@ class Engine:
             return self._fail(claimed, definition, error, logs)
         except _Fenced:
             return RunResult("fenced")
+        except Exception as exc:
+            if is_outage(exc):
+                self._release_after_outage(claimed)
+            raise
         finally:
             self.heartbeat.discard(claimed.task_id)
         self._after_commit(effects)
         return RunResult("done", continue_chain)
+
+    def _release_after_outage(self, claimed: _Claimed) -> None:
+        """running -> pending for a run the database dropped (its work rolled back), not
+        counted against CARILLON_MAX_ATTEMPTS; if the database is still away, the reaper
+        does it once the lease runs out (and then it counts)."""
+        try:
+            with self.session() as s, s.begin():
+                set_task_state(
+                    s,
+                    claimed.task_id,
+                    claimed.workflow_id,
+                    T.RUNNING,
+                    T.PENDING,
+                    attempt=claimed.attempt,
+                    reason="re-enqueued: the database was unavailable",
+                    attempt_base=TASK.c.attempt_base + 1,
+                )
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning(
+                "task %s: database still unavailable; the reaper will retry it", claimed.task_id
+            )
 
     def _claim(
         self,
@@ -334,7 +370,9 @@ class Engine:
         events: list[dict[str, Any]] | None = None,
     ) -> _Claimed | None:
         stale = now - dt.timedelta(seconds=self.settings.lease_seconds)
-        row = claim_task(s, task_id, now, stale, self.worker_name, events)
+        row = claim_task(
+            s, task_id, now, stale, self.worker_name, events, self.settings.max_attempts
+        )
         if row is None:
             return None
         return _Claimed(
@@ -869,7 +907,7 @@ class Engine:
     def _abort_open(self, s: Session, workflow_id: int, reason: str, now: dt.datetime) -> None:
         """Abort every unfinished task of a workflow; their types release what they hold."""
         aborted: list[str] = []
-        for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED):
+        for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED, T.DEAD):
             aborted += set_tasks_state(
                 s, workflow_id, state, T.ABORTED, reason=reason, finished_at=now
             )
@@ -1135,14 +1173,26 @@ class Engine:
                         Task.state == T.HELD,
                         or_(Task.reason.is_(None), Task.reason != SUSPENDED_REASON),
                     ),
-                    Task.state == T.FAILED,
+                    Task.state.in_([T.FAILED, T.DEAD]),
                 ),
             )
             .order_by(Task.created_at)
         ).all()
         for row in held:
             from_state = TaskState(row.state)
-            if set_task_state(s, row.id, workflow.id, from_state, T.PENDING, reason=None):
+            # Resuming runs dead tasks again too, with their attempts reset (as requeue).
+            forgive: dict[str, Any] = {
+                "attempt_base": TASK.c.attempt - func.coalesce(TASK.c.fired, 0)
+            }
+            if set_task_state(
+                s,
+                row.id,
+                workflow.id,
+                from_state,
+                T.PENDING,
+                reason=None,
+                **(forgive if from_state == T.DEAD else {}),
+            ):
                 effects.publish.append(
                     (self.definition(workflow.id, row.version, s), row.activity, row.id)
                 )
@@ -1420,7 +1470,29 @@ class Engine:
             report["republished"] += self._republish(
                 lost_row.id, lost_row.workflow_id, lost_row.version, lost_row.activity
             )
+        if self._next_key_sweep <= now:
+            self._next_key_sweep = now + KEY_SWEEP_EVERY
+            report["idempotencyKeysExpired"] = self.expire_idempotency_keys(now)
         return report
+
+    def expire_idempotency_keys(self, now: dt.datetime, batch: int = 1000) -> int:
+        """Delete at most `batch` Idempotency-Key rows past their 24 hours; returns how many."""
+        with self.session() as s, s.begin():
+            old = (
+                select(IdempotencyKey.org_id, IdempotencyKey.key)
+                .where(IdempotencyKey.expires_at < now)
+                .limit(batch)
+            )
+            rows = s.execute(old).all()
+            for org_id, key in rows:
+                s.execute(
+                    delete(IdempotencyKey).where(
+                        IdempotencyKey.org_id == org_id,
+                        IdempotencyKey.key == key,
+                        IdempotencyKey.expires_at < now,
+                    )
+                )
+        return len(rows)
 
     def _fire_timer(self, task_id: str, workflow_id: int, version: int) -> int:
         definition = self.definition(workflow_id, version)
@@ -1552,7 +1624,9 @@ class Engine:
         return True
 
     def _reap(self, task_id: str) -> int:
-        """A running task whose worker stopped beating: run it again, or fail it for good."""
+        """A running task whose worker stopped beating: run it again, or, once it lost its
+        worker CARILLON_MAX_ATTEMPTS times (a poison activity: OOM, os._exit, a segfault),
+        make it dead and suspend its workflow in error until an operator requeues it."""
         effects = _Effects()
         with self._transaction(effects) as s:
             now = utcnow()
@@ -1564,6 +1638,7 @@ class Engine:
                     Task.attempt,
                     Task.job_id,
                     Task.fired,
+                    Task.attempt_base,
                 ).where(
                     Task.id == task_id,
                     Task.state == T.RUNNING,
@@ -1574,15 +1649,20 @@ class Engine:
                 return 0
             definition = self.definition(row.workflow_id, row.version, s)
             # Runs that parked (fired, for a non-listener task) ended well: not lost workers.
-            lost = row.attempt - (row.fired or 0)
-            if lost >= self.settings.max_attempts:
-                message = f"worker lost {lost} times; giving up"
+            # Requeued attempts (attempt_base) are forgiven by the operator who requeued.
+            lost = row.attempt - (row.fired or 0) - (row.attempt_base or 0)
+            cap = self.settings.max_attempts
+            if lost >= cap:
+                message = (
+                    f"poison: its worker was lost on every attempt (attempts {lost}/{cap}); "
+                    "the task is dead until an operator requeues it"
+                )
                 if set_task_state(
                     s,
                     task_id,
                     row.workflow_id,
                     T.RUNNING,
-                    T.FAILED,
+                    T.DEAD,
                     attempt=row.attempt,
                     error=message,
                     finished_at=now,
@@ -1590,9 +1670,27 @@ class Engine:
                     self._log(
                         s, row.workflow_id, row.job_id, task_id, row.activity, "error", message
                     )
-                    self._apply_error_policy(
-                        s, definition, row.workflow_id, row.job_id, task_id, row.activity, message
-                    )
+                    workflow = self._workflow(s, row.workflow_id, lock=True)
+                    if set_workflow_state(
+                        s, workflow, W.ERROR, from_states=[W.STARTED], error_message=message
+                    ):
+                        self._log(
+                            s,
+                            row.workflow_id,
+                            row.job_id,
+                            task_id,
+                            row.activity,
+                            "error",
+                            f"workflow suspended in error: task {task_id} is dead ({message})",
+                        )
+                        log.error(
+                            "workflow %s in error: task %s (%s) is dead, attempts %d/%d",
+                            row.workflow_id,
+                            task_id,
+                            row.activity,
+                            lost,
+                            cap,
+                        )
             elif set_task_state(
                 s,
                 task_id,
@@ -1661,13 +1759,58 @@ class Engine:
             )
         self._after_commit(effects)
 
-    def skip(self, task_id: str) -> None:
-        """Mark a failed, held, waiting or pending task done without running it; go on."""
+    def requeue(self, task_id: str) -> str:
+        """Run a dead task again with its attempts reset (the workflow leaves `error`).
+
+        The fencing token (`attempt`) keeps growing: only the count against
+        CARILLON_MAX_ATTEMPTS starts over. Returns the task's new state, `pending`.
+        """
         effects = _Effects()
         with self._transaction(effects) as s:
             task = self._task(s, task_id)
             workflow = self._workflow(s, task.workflow_id, lock=True)
-            if task.state not in (T.FAILED, T.HELD, T.WAITING, T.PENDING):
+            if task.state != T.DEAD:
+                raise CommandRefused(f"only a dead task can be requeued; it is {task.state}")
+            if workflow.state == W.ERROR:
+                set_workflow_state(
+                    s, workflow, W.STARTED, from_states=[W.ERROR], error_message=None
+                )
+            if workflow.state != W.STARTED:
+                raise CommandRefused(f"the workflow is {workflow.state}; resume it first")
+            if not set_task_state(
+                s,
+                task_id,
+                task.workflow_id,
+                T.DEAD,
+                T.PENDING,
+                reason="requeued by an operator",
+                error=None,
+                finished_at=None,
+                attempt_base=TASK.c.attempt - func.coalesce(TASK.c.fired, 0),
+            ):
+                raise CommandRefused("the task is no longer dead")
+            self._log(
+                s,
+                task.workflow_id,
+                task.job_id,
+                task_id,
+                task.activity,
+                "info",
+                f"requeued by an operator after {task.attempt} attempt(s); attempts reset",
+            )
+            effects.publish.append(
+                (self.definition(task.workflow_id, task.version, s), task.activity, task_id)
+            )
+        self._after_commit(effects)
+        return T.PENDING.value
+
+    def skip(self, task_id: str) -> None:
+        """Mark a failed, dead, held, waiting or pending task done without running it; go on."""
+        effects = _Effects()
+        with self._transaction(effects) as s:
+            task = self._task(s, task_id)
+            workflow = self._workflow(s, task.workflow_id, lock=True)
+            if task.state not in (T.FAILED, T.DEAD, T.HELD, T.WAITING, T.PENDING):
                 raise CommandRefused(f"a {task.state} task cannot be skipped")
             if workflow.state == W.ERROR:
                 set_workflow_state(
@@ -1880,6 +2023,8 @@ class Engine:
             )
         if task.state == T.FAILED:
             return f"failed: {task.error}; resume or retry to run it again"
+        if task.state == T.DEAD:
+            return f"dead: {task.error}; fix the activity, then requeue the task"
         return f"{task.state}{': ' + task.reason if task.reason else ''}"
 
     def trigger_href(self, workflow: Workflow, activity: str, s: Session | None = None) -> str:

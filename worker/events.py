@@ -4,6 +4,7 @@ Statuses (DESIGN section 6; seeds/001 updateEventsStatus):
 
     pending --claim--> routingFailed          no published template (never retried)
                    --> tooOld                 older than the template's expiryHours
+                   --> paused --resume--> pending   the template is paused
                    --> ignored                the address is quarantined or denylisted
                    --> deliveryFailed         the template would not render for this event
                    --> processing --send--> processed | deliveryFailed
@@ -375,6 +376,9 @@ def _decide(s: Session, rows: list[RowMapping], now: dt.datetime, outcome: Outco
             continue
         if now - row["created"] > dt.timedelta(hours=template["expiryHours"]):
             change(row, "tooOld", f"older than {template['expiryHours']} h", template["id"])
+            continue
+        if template["paused"]:
+            change(row, "paused", "its message template is paused", template["id"])
             continue
         status, reason, rendered = "pending", "", {}
         if address in blocked[(row["org_id"], channel)]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.db import utcnow
 from worker.models import Task
+from worker.outage import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,9 @@ class Heartbeat:
         self._stop.set()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        failing = False
+        # Jittered waits: the workers a database restart hit together do not beat together.
+        while not self._stop.wait(self._interval * random.uniform(0.8, 1.0)):
             with self._lock:
                 beats = list(self._running.items())
                 progress = dict(self._progress)
@@ -70,5 +74,15 @@ class Heartbeat:
                             )
                             .values(**values)
                         )
-            except Exception:  # the database may be restarting; the next beat tries again
-                log.warning("heartbeat failed", exc_info=True)
+            except Exception as exc:  # the database may be restarting; the next beat tries again
+                if not failing:  # one line per outage, not one per beat
+                    log.warning(
+                        "heartbeat failed (%s); retrying",
+                        type(exc).__name__,
+                        exc_info=not is_outage(exc),
+                    )
+                failing = True
+            else:
+                if failing:
+                    log.warning("heartbeat recovered")
+                failing = False

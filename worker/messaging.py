@@ -160,6 +160,8 @@ message_template = Table(
     #: subject/html/text for email, text for sms, title/body for push (Jinja2, sandboxed).
     Column("content", JSON, nullable=False, default=dict),
     Column("published", Integer, nullable=False, server_default="1"),
+    #: 1 while paused: its events wait `paused` and go when it resumes (if not too old by then).
+    Column("paused", Integer, nullable=False, server_default="0"),
     #: Events older than this when their turn comes are `tooOld`.
     Column("expiry_hours", Integer, nullable=False, server_default="24", key="expiryHours"),
     Column("created", UTCDateTime, nullable=False, default=utcnow),

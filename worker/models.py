@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     ForeignKey,
     Index,
     Integer,
@@ -51,7 +52,12 @@ class Workflow(Base):
 
     __tablename__ = "workflow"
     # Ids are never reused (SQLite would reuse a deleted one): engines cache definitions by id.
-    __table_args__ = (UniqueConstraint("org_id", "name"), {"sqlite_autoincrement": True})
+    __table_args__ = (
+        UniqueConstraint("org_id", "name"),
+        # Monitoring: an organization's workflows by state, in name order.
+        Index("ix_workflow_org_state_name", "org_id", "state", "name"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pkey: Mapped[str] = mapped_column(String(40), unique=True, default=new_id)
@@ -85,6 +91,8 @@ class Job(Base):
     """One flow of tokens through a workflow: created by a start, a scheduler fire or a trigger."""
 
     __tablename__ = "job"
+    # Monitoring: a workflow's jobs newest first, and its latest one.
+    __table_args__ = (Index("ix_job_workflow_created", "workflow_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"))
@@ -103,6 +111,11 @@ class Task(Base):
     __table_args__ = (
         Index("ix_task_workflow_state", "workflow_id", "state"),
         Index("ix_task_state_due", "state", "due_at"),
+        # Monitoring: a workflow's tasks newest first, by state or activity; throughput.
+        Index("ix_task_workflow_created", "workflow_id", "created_at", "id"),
+        Index("ix_task_workflow_state_created", "workflow_id", "state", "created_at"),
+        Index("ix_task_workflow_activity_created", "workflow_id", "activity", "created_at"),
+        Index("ix_task_finished", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -136,6 +149,9 @@ class Task(Base):
     fired: Mapped[int] = mapped_column(Integer, default=0)
     last_trigger_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     worker: Mapped[str | None] = mapped_column(String(255))
+    #: Attempts not counted against CARILLON_MAX_ATTEMPTS: `attempt` when an operator last
+    #: requeued it. The fencing token (`attempt`) itself never goes back.
+    attempt_base: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class JoinArrival(Base):
@@ -159,6 +175,11 @@ class Trigger(Base):
     """An accepted external-signal trigger; queued while its workflow is paused."""
 
     __tablename__ = "trigger"
+    # Monitoring's throughput, and the engine's "last trigger of this signal" check.
+    __table_args__ = (
+        Index("ix_trigger_created", "created_at"),
+        Index("ix_trigger_workflow_activity", "workflow_id", "activity", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"))
@@ -204,7 +225,12 @@ class LogLine(Base):
     """A log line of a workflow, written by its tasks and by the engine."""
 
     __tablename__ = "log_line"
-    __table_args__ = (Index("ix_log_line_workflow", "workflow_id", "id"),)
+    __table_args__ = (
+        Index("ix_log_line_workflow", "workflow_id", "id"),
+        # Monitoring: a workflow's log filtered by level, or one task's lines.
+        Index("ix_log_line_workflow_level", "workflow_id", "level", "id"),
+        Index("ix_log_line_task", "task_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"))
@@ -214,3 +240,33 @@ class LogLine(Base):
     level: Mapped[str] = mapped_column(String(8), default="info")
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MetricCounter(Base):
+    """A Prometheus counter kept in the database, so every API process reports one figure."""
+
+    __tablename__ = "metric_counter"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class IdempotencyKey(Base):
+    """A client's Idempotency-Key and the response it got, replayed for 24 hours."""
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (Index("ix_idempotency_key_expires", "expires_at"),)
+
+    org_id: Mapped[int] = mapped_column(
+        ForeignKey("organization.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: SHA-256 of the method, path and canonical JSON body the key was first used with.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # processing | done
+    status: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[Any | None] = mapped_column(JSON)
+    location: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

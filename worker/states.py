@@ -21,6 +21,9 @@ class TaskState(StrEnum):
     HELD = "held"
     DONE = "done"
     FAILED = "failed"
+    #: Its worker was lost CARILLON_MAX_ATTEMPTS times (a poison activity): only an
+    #: operator's requeue runs it again; messages for it are acked and ignored.
+    DEAD = "dead"
     ABORTED = "aborted"
 
 
@@ -32,6 +35,9 @@ OPEN_WORKFLOW_STATES = frozenset({W.STARTED, W.PAUSED, W.ERROR})
 ACTIVE_TASK_STATES = frozenset({T.PENDING, T.RUNNING, T.WAITING, T.HELD})
 #: Tasks that will not change again.
 READY_TASK_STATES = frozenset({T.DONE, T.ABORTED})
+#: Tasks stopped until an operator acts (resume, retry or requeue, skip, stop): neither
+#: active nor ready.
+STUCK_TASK_STATES = frozenset({T.FAILED, T.DEAD})
 
 WORKFLOW_TRANSITIONS: dict[WorkflowState, frozenset[WorkflowState]] = {
     W.EDITION: frozenset({W.STARTED}),
@@ -46,11 +52,14 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     T.PENDING: frozenset({T.RUNNING, T.HELD, T.ABORTED, T.DONE}),
     # running -> pending is the reaper re-enqueuing a task whose worker died;
     # running -> waiting is an activity parking itself until it is woken (engine.wake).
-    T.RUNNING: frozenset({T.DONE, T.FAILED, T.ABORTED, T.PENDING, T.WAITING}),
+    # running -> dead is the reaper giving up on a task that lost its worker too often.
+    T.RUNNING: frozenset({T.DONE, T.FAILED, T.ABORTED, T.PENDING, T.WAITING, T.DEAD}),
     T.WAITING: frozenset({T.PENDING, T.HELD, T.DONE, T.ABORTED}),
     T.HELD: frozenset({T.PENDING, T.ABORTED, T.DONE}),
     # failed -> pending: resume/retry re-executes; failed -> done: skip.
     T.FAILED: frozenset({T.PENDING, T.ABORTED, T.DONE}),
+    # dead -> pending: an operator's requeue; dead -> done: skip; dead -> aborted: stop.
+    T.DEAD: frozenset({T.PENDING, T.ABORTED, T.DONE}),
     T.DONE: frozenset(),
     T.ABORTED: frozenset(),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Celery, Task
@@ -10,12 +11,57 @@ from celery import Celery, Task
 from worker import canvas
 from worker.definitions import Definition
 from worker.models import new_id
+from worker.outage import full_jitter, is_outage
 from worker.queues import CONTROL_QUEUE
 
 #: Transactional events are deliveries: they go where the channel activities go.
 EVENTS_QUEUE = "carillon.channel"
 
 log = logging.getLogger(__name__)
+
+#: Retries of a task the database dropped (claim, completion) before the tick's republisher
+#: and the reaper take over; with DB_RETRY_CAP, about a minute of outage at most.
+DB_RETRIES = 6
+#: First backoff step and largest backoff, seconds (also kept under a tenth of the
+#: visibility timeout: a countdown near it would be redelivered while still waiting).
+DB_RETRY_BASE = 0.5
+DB_RETRY_CAP = 30.0
+#: Until when (monotonic) this process says nothing more about ticks the database refused.
+_quiet_until = [0.0]
+
+
+def outage_countdown(retries: int, visibility_timeout: int) -> float:
+    """Seconds before retry number `retries` of a task the database dropped (full jitter)."""
+    return full_jitter(retries, DB_RETRY_BASE, min(DB_RETRY_CAP, visibility_timeout / 10))
+
+
+def _skipped(what: str, exc: Exception) -> None:
+    """Say (at most every 10 s per process) that a periodic task met a database outage."""
+    now = time.monotonic()
+    if now >= _quiet_until[0]:
+        _quiet_until[0] = now + 10
+        log.warning("%s skipped: database unavailable (%s)", what, type(exc).__name__)
+
+
+def _retry_or_defer(task: Task, exc: Exception, what: str) -> str:
+    """Retry `task` later with backoff and jitter, or give up once DB_RETRIES are spent (the
+    tick republishes pending work, the reaper re-runs abandoned work)."""
+    from worker import runtime
+
+    retries = int(task.request.retries or 0)
+    if retries >= DB_RETRIES:
+        log.warning("%s: database unavailable after %d retries; left to the tick", what, retries)
+        return "deferred"
+    countdown = outage_countdown(retries, runtime.settings().visibility_timeout)
+    log.warning(
+        "%s: database unavailable (%s); retry %d/%d in %.1fs",
+        what,
+        type(exc).__name__,
+        retries + 1,
+        DB_RETRIES,
+        countdown,
+    )
+    raise task.retry(exc=exc, countdown=countdown, max_retries=DB_RETRIES)
 
 
 class CeleryDispatcher:
@@ -63,40 +109,66 @@ def register_tasks(app: Celery) -> None:
     def run_activity(self: Task, task_id: str, chained: dict[str, str] | None = None) -> str:
         from worker import runtime
 
-        result = runtime.engine().run(task_id, chained or {})
+        try:
+            result = runtime.engine().run(task_id, chained or {})
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            # A retried message carries the chain on; a deferred one must not go on with it.
+            outcome = _retry_or_defer(self, exc, f"task {task_id}")
+            self.request.chain = None
+            return outcome
         if not result.continue_chain:
             # The database decided otherwise (held, failed, another outlet): stop the chain.
             self.request.chain = None
         return result.status
 
-    @app.task(name="carillon.apply_commands", ignore_result=True, shared=False)
-    def apply_commands(workflow_id: int) -> int:
+    @app.task(name="carillon.apply_commands", bind=True, ignore_result=True, shared=False)
+    def apply_commands(self: Task, workflow_id: int) -> int | str:
         from worker import runtime
 
-        return len(runtime.engine().apply_commands(workflow_id))
+        try:
+            return len(runtime.engine().apply_commands(workflow_id))
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return _retry_or_defer(self, exc, f"commands of workflow {workflow_id}")
 
     @app.task(name="carillon.tick", ignore_result=True, shared=False)
     def tick() -> dict[str, Any]:
         from worker import runtime
 
-        report = runtime.engine().tick()
+        try:
+            report = runtime.engine().tick()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            # The next tick comes anyway: no retry, a line (every 10 s) instead of a traceback.
+            _skipped("tick", exc)
+            return {"skipped": 1}
         if any(report.values()):
             log.info("tick: %s", report)
         return report
 
     @app.task(
         name="carillon.process_events",
+        bind=True,
         acks_late=True,
         shared=False,
         reject_on_worker_lost=True,
         ignore_result=True,
     )
-    def process_events(event_ids: list[int] | None = None) -> dict[str, int]:
+    def process_events(self: Task, event_ids: list[int] | None = None) -> dict[str, int] | str:
         # A redelivered message is harmless: only `pending` events are claimed, and a log
         # already written is never sent again.
         from worker import events, runtime
 
-        outcome = events.process(runtime.sessions(), runtime.settings(), event_ids)
+        try:
+            outcome = events.process(runtime.sessions(), runtime.settings(), event_ids)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return _retry_or_defer(self, exc, "events")  # deferred: the sweep republishes
         return dict(outcome.statuses)
 
     @app.task(name="carillon.sweep_events", ignore_result=True, shared=False)
@@ -105,11 +177,17 @@ def register_tasks(app: Celery) -> None:
         from worker import events, runtime
 
         current = runtime.settings()
-        report = events.sweep(
-            runtime.sessions(),
-            pending_after=current.republish_seconds,
-            processing_after=current.lease_seconds,
-        )
+        try:
+            report = events.sweep(
+                runtime.sessions(),
+                pending_after=current.republish_seconds,
+                processing_after=current.lease_seconds,
+            )
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            _skipped("events sweep", exc)
+            return {"republished": 0, "abandoned": 0}
         for start in range(0, len(report.republish), events.BATCH):
             app.send_task(
                 "carillon.process_events",

@@ -10,12 +10,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, func, insert, select
+from sqlalchemy import RowMapping, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from worker.errors import CarillonError, DefinitionError
-from worker.messaging import delivery, message_template
+from worker.db import utcnow
+from worker.errors import CarillonError, DefinitionError, NotFound
+from worker.messaging import delivery, event, message_template
 
 CHANNELS = ("email", "sms", "push")
 #: Content keys per channel: (required, allowed). Email also needs html or text.
@@ -183,6 +184,32 @@ def remove(s: Session, org_id: int, ref: str) -> bool:
     s.execute(delete(delivery).where(delivery.c.templateId == found["id"]))
     s.execute(delete(message_template).where(message_template.c.id == found["id"]))
     return True
+
+
+def set_paused(s: Session, org_id: int, ref: str, paused: bool) -> tuple[RowMapping, list[int]]:
+    """Pause or resume a template; resuming puts its `paused` events back to `pending` and
+    returns their ids (the caller publishes them once committed). NotFound when missing."""
+    found = get(s, org_id, ref)
+    if found is None:
+        raise NotFound(f"message template '{ref[:80]}' not found")
+    s.execute(
+        update(message_template)
+        .where(message_template.c.id == found["id"])
+        .values(paused=1 if paused else 0)
+    )
+    released: list[int] = []
+    if not paused:
+        released = list(
+            s.scalars(
+                update(event)
+                .where(event.c.templateId == found["id"], event.c.status == "paused")
+                .values(status="pending", reason="", lastModified=utcnow())
+                .returning(event.c.id)
+            )
+        )
+    changed = get(s, org_id, ref)
+    assert changed is not None
+    return changed, sorted(released)
 
 
 def route(s: Session, org_id: int, event_type: str, channel: str) -> RowMapping | None:

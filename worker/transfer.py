@@ -61,29 +61,63 @@ class TransferError(ActivityError):
 
 @dataclass(frozen=True)
 class AllowList:
-    """Host names and networks that may be reached although they are not public."""
+    """Host names and networks that may be reached although they are not public.
+
+    An entry with a port (`127.0.0.1:8443`, `[::1]:8443`, `files.lan:8080`) allows that
+    port only: allowing a file server on loopback then does not open Redis or PostgreSQL
+    on the same address to downloads (and to redirects).
+    """
 
     hosts: frozenset[str] = frozenset()
     networks: tuple[IPNetwork, ...] = ()
+    host_ports: frozenset[tuple[str, int]] = frozenset()
+    network_ports: tuple[tuple[IPNetwork, int], ...] = ()
 
     @classmethod
     def parse(cls, entries: Iterable[str]) -> AllowList:
         hosts: set[str] = set()
         networks: list[IPNetwork] = []
+        host_ports: set[tuple[str, int]] = set()
+        network_ports: list[tuple[IPNetwork, int]] = []
         for entry in entries:
-            text = entry.strip().strip("[]")
+            text, port = _split_port(entry.strip())
             try:
-                networks.append(ipaddress.ip_network(text, strict=False))
+                network = ipaddress.ip_network(text, strict=False)
             except ValueError:
-                hosts.add(_normal_host(text))
-        return cls(frozenset(hosts), tuple(networks))
+                if port is None:
+                    hosts.add(_normal_host(text))
+                else:
+                    host_ports.add((_normal_host(text), port))
+                continue
+            if port is None:
+                networks.append(network)
+            else:
+                network_ports.append((network, port))
+        return cls(frozenset(hosts), tuple(networks), frozenset(host_ports), tuple(network_ports))
 
-    def covers_host(self, host: str) -> bool:
-        return _normal_host(host) in self.hosts
+    def covers_host(self, host: str, port: int | None = None) -> bool:
+        name = _normal_host(host)
+        return name in self.hosts or (name, port) in self.host_ports
 
-    def covers_address(self, address: IPAddress) -> bool:
+    def covers_address(self, address: IPAddress, port: int | None = None) -> bool:
         candidates = [address, *_embedded_ipv4(address)]
-        return any(a in network for a in candidates for network in self.networks)
+        return any(a in network for a in candidates for network in self.networks) or any(
+            a in network and port == allowed
+            for a in candidates
+            for network, allowed in self.network_ports
+        )
+
+
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """`host:port` or `[v6]:port` as (host, port); anything else as (itself, None)."""
+    found = re.fullmatch(r"\[([^\]]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", entry)
+    if found is None:
+        return entry.strip("[]"), None
+    host = found.group(1) or found.group(3)
+    port = int(found.group(2) or found.group(4))
+    if not 0 < port < 65536:
+        raise TransferError(f"invalid port in allowed host '{entry}'")
+    return host, port
 
 
 @dataclass(frozen=True)
@@ -172,12 +206,12 @@ def resolve(url: Url, allow: AllowList) -> Endpoint:
         raise TransferError(f"invalid host name '{url.host}': {exc}") from None
     if not infos:
         raise TransferError(f"host '{url.host}' has no address")
-    host_allowed = allow.covers_host(url.host)
+    host_allowed = allow.covers_host(url.host, url.port)
     addresses = []
     for family, _type, _proto, _name, sockaddr in infos:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         problem = None if host_allowed else non_public_reason(address)
-        if problem is not None and not allow.covers_address(address):
+        if problem is not None and not allow.covers_address(address, url.port):
             raise TransferError(
                 f"refused: host '{url.host}' resolves to {address}, a {problem} address "
                 "(only public addresses may be reached; see CARILLON_TRANSFER_ALLOW_HOSTS)"

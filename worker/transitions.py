@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, and_, bindparam, exists, insert, or_, update
+from sqlalchemy import Row, Table, and_, bindparam, exists, func, insert, or_, update
 from sqlalchemy.orm import Session
 
 from worker.db import utcnow
@@ -23,7 +23,14 @@ _CLAIM = (
         TASK.c.id == bindparam("task_id"),
         or_(
             TASK.c.state == bindparam("pending"),
-            and_(TASK.c.state == bindparam("running"), TASK.c.heartbeat_at < bindparam("stale")),
+            # A redelivered message of a task whose worker died: taken over, unless the task
+            # already lost its worker CARILLON_MAX_ATTEMPTS times (the reaper makes it dead).
+            and_(
+                TASK.c.state == bindparam("running"),
+                TASK.c.heartbeat_at < bindparam("stale"),
+                TASK.c.attempt - func.coalesce(TASK.c.fired, 0) - TASK.c.attempt_base
+                < bindparam("max_attempts"),
+            ),
         ),
         exists().where(
             WORKFLOW.c.id == TASK.c.workflow_id, WORKFLOW.c.state == bindparam("started")
@@ -161,9 +168,11 @@ def claim_task(
     stale: dt.datetime,
     worker: str,
     events: list[dict[str, Any]] | None = None,
+    max_attempts: int = 5,
 ) -> Row[Any] | None:
-    """pending -> running (or a running task whose heartbeat is older than `stale`), only
-    while its workflow is started; increments the attempt, the fencing token. None if not."""
+    """pending -> running (or a running task whose heartbeat is older than `stale` and that
+    has attempts left under `max_attempts`), only while its workflow is started; increments
+    the attempt, the fencing token. None if not."""
     connection = session.connection()
     row = connection.execute(
         _CLAIM,
@@ -175,6 +184,7 @@ def claim_task(
             "started": WorkflowState.STARTED.value,
             "now": now,
             "worker": worker,
+            "max_attempts": max_attempts,
         },
     ).first()
     if row is None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from tests import api_conftest
 from tests.api_conftest import Rest, error_of
 from worker import events
 from worker.channels import tracking
+from worker.db import utcnow
 from worker.marketing import profile
 from worker.messaging import delivery, delivery_log, event, message_template, tracking_log
 
@@ -394,6 +396,72 @@ def test_a_message_template_is_created_listed_read_and_deleted(rest: Rest) -> No
     assert rest.delete(f"{TEMPLATES}/orderConfirmation").status_code == 204
     error_of(rest.get(f"{TEMPLATES}/orderConfirmation"), 404)
     assert counts(rest)["delivery"] == 0
+
+
+def event_status(rest: Rest, pkey: str) -> str:
+    return str(rest.get(f"{EVENTS}/orderPlaced/{pkey}").json["status"])
+
+
+def test_a_paused_template_holds_its_events_and_resuming_delivers_them(rest: Rest) -> None:
+    # Given a template whose events a worker processes as soon as they are published
+    published: list[list[int]] = []
+
+    def process(ids: list[int]) -> None:
+        published.append(ids)
+        events.process(rest.services.sessions, rest.services.settings, ids)
+
+    rest.stub.process_events = process  # type: ignore[attr-defined]
+    assert rest.post(TEMPLATES, ORDER).status_code == 201
+
+    # When it is paused, a new event waits `paused`, no message is sent
+    paused = rest.post(f"{TEMPLATES}/@orderConfirmation/pause", {})
+    assert paused.status_code == 200 and paused.json["paused"] is True
+    assert paused.json["released"] == 0
+    held = post_event(rest, {"email": "ada@example.com", "ctx": {"firstName": "A", "orderId": 1}})
+    assert event_status(rest, held.json["PKey"]) == "paused"
+    assert counts(rest)["delivery_log"] == 0
+    # And a second pause changes nothing
+    assert rest.post(f"{TEMPLATES}/orderConfirmation/pause", {}).json["released"] == 0
+
+    # Then resuming releases it: published again, processed, one log
+    resumed = rest.post(f"{TEMPLATES}/orderConfirmation/resume", {})
+    assert resumed.status_code == 200 and resumed.json["paused"] is False
+    assert resumed.json["released"] == 1
+    assert event_status(rest, held.json["PKey"]) == "processed"
+    assert counts(rest)["delivery_log"] == 1
+    assert len(published) == 2
+    # And a resume with nothing paused releases nothing
+    assert rest.post(f"{TEMPLATES}/orderConfirmation/resume", {}).json["released"] == 0
+
+
+def test_an_event_paused_past_the_expiry_ends_too_old_on_resume(rest: Rest) -> None:
+    rest.stub.process_events = lambda ids: events.process(  # type: ignore[attr-defined]
+        rest.services.sessions, rest.services.settings, ids
+    )
+    rest.post(TEMPLATES, {**ORDER, "expiryHours": 1})
+    rest.post(f"{TEMPLATES}/orderConfirmation/pause", {})
+    held = post_event(rest, {"email": "ada@example.com", "ctx": {"firstName": "A", "orderId": 1}})
+    # Two hours pass while it waits (its creation is moved back rather than waited for)
+    with rest.services.sessions() as s, s.begin():
+        s.execute(update(event).values(created=utcnow() - dt.timedelta(hours=2)))
+    assert rest.post(f"{TEMPLATES}/orderConfirmation/resume", {}).json["released"] == 1
+    assert event_status(rest, held.json["PKey"]) == "tooOld"
+    assert counts(rest)["delivery_log"] == 0
+
+
+def test_pausing_another_organizations_or_an_unknown_template_is_404(rest: Rest) -> None:
+    rest.post(TEMPLATES, ORDER)
+    before = counts(rest)
+    for path in (
+        f"{TEMPLATES}/nope/pause",
+        f"{TEMPLATES}/{'x' * 5000}/resume",
+        f"{TEMPLATES}/%00/pause",
+    ):
+        error_of(rest.post(path, {}), 404)
+    error_of(rest.client.post(f"{TEMPLATES}/orderConfirmation/pause", headers=rest.globex), 404)
+    error_of(rest.client.post(f"{TEMPLATES}/orderConfirmation/pause"), 401)
+    assert rest.get(f"{TEMPLATES}/orderConfirmation").json["paused"] is False
+    assert counts(rest) == before
 
 
 def test_a_template_name_is_unique_per_organization(rest: Rest) -> None:

@@ -448,7 +448,7 @@ def test_the_reaper_reenqueues_a_task_whose_worker_died(harness: Harness) -> Non
     assert harness.query(select(Task.attempt).where(Task.id == start_id))[0][0] == 2
 
 
-def test_a_task_whose_worker_dies_too_often_fails_and_suspends(harness: Harness) -> None:
+def test_a_task_whose_worker_dies_too_often_goes_dead_and_suspends(harness: Harness) -> None:
     harness.start(FORK_JOIN)
     (start_id,) = harness.query(select(Task.id))[0]
     with harness.sessions() as s, s.begin():
@@ -462,7 +462,7 @@ def test_a_task_whose_worker_dies_too_often_fails_and_suspends(harness: Harness)
             )
         )
     harness.engine.tick()
-    assert tasks(harness, "forkJoin") == {"start1": ["failed"]}
+    assert tasks(harness, "forkJoin") == {"start1": ["dead"]}
     assert wf(harness, "forkJoin").state == "error"
 
 

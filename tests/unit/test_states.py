@@ -10,6 +10,7 @@ from worker.states import (
     ACTIVE_TASK_STATES,
     OPEN_WORKFLOW_STATES,
     READY_TASK_STATES,
+    STUCK_TASK_STATES,
     TASK_TRANSITIONS,
     WORKFLOW_TRANSITIONS,
     TaskState,
@@ -53,6 +54,10 @@ EXPECTED_TASK_MOVES = {
     ("failed", "pending"),  # resume or retry re-executes it
     ("failed", "aborted"),  # `ignore`, or stop
     ("failed", "done"),  # skip
+    ("running", "dead"),  # the worker was lost CARILLON_MAX_ATTEMPTS times (poison)
+    ("dead", "pending"),  # an operator's requeue (or resume) runs it again
+    ("dead", "aborted"),  # stop
+    ("dead", "done"),  # skip
 }
 
 WORKFLOW_PAIRS = list(itertools.product([s.value for s in WorkflowState], repeat=2))
@@ -70,7 +75,8 @@ def test_workflow_states_are_the_six_of_the_design() -> None:
     ]
 
 
-def test_task_states_are_the_seven_of_the_design() -> None:
+def test_task_states_are_the_seven_of_the_design_and_dead() -> None:
+    # `dead` (RELIABILITY 3.5): a poison task the attempt cap stopped, until requeued.
     assert {s.value for s in TaskState} == {
         "pending",
         "running",
@@ -78,6 +84,7 @@ def test_task_states_are_the_seven_of_the_design() -> None:
         "held",
         "done",
         "failed",
+        "dead",
         "aborted",
     }
 
@@ -162,9 +169,16 @@ def test_a_failed_task_is_neither_active_nor_ready() -> None:
     assert TaskState.FAILED not in READY_TASK_STATES
 
 
-def test_every_task_state_is_active_ready_or_failed() -> None:
-    assert ACTIVE_TASK_STATES | READY_TASK_STATES | {TaskState.FAILED} == set(TaskState)
+def test_a_dead_task_is_neither_active_nor_ready() -> None:
+    # Like a failed task it waits for an operator: requeue, resume, skip or stop.
+    assert TaskState.DEAD not in ACTIVE_TASK_STATES | READY_TASK_STATES
+    assert {"failed", "dead"} == STUCK_TASK_STATES
+
+
+def test_every_task_state_is_active_ready_or_stuck() -> None:
+    assert set(TaskState) == ACTIVE_TASK_STATES | READY_TASK_STATES | STUCK_TASK_STATES
     assert not ACTIVE_TASK_STATES & READY_TASK_STATES
+    assert not (ACTIVE_TASK_STATES | READY_TASK_STATES) & STUCK_TASK_STATES
 
 
 @pytest.mark.parametrize(
