@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration browser chromium lint bench up clean
+.PHONY: install demo test unit integration browser chromium lint bench up clean soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ up: $(STAMP)
 	$(BIN)/carillon up
 
 test: $(STAMP) chromium lint
-	$(BIN)/pytest tests/unit tests/integration tests/browser
+	$(BIN)/pytest -m "not soak" tests/unit tests/integration tests/browser tests/faults
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
@@ -60,6 +60,10 @@ bench: $(STAMP)
 	$(BENCH_ENV) $(BIN)/python bench/data.py
 	$(BENCH_ENV) $(BIN)/python -m bench.delivery
 	$(BENCH_ENV) $(BIN)/python bench/monitoring.py
+
+# Every fault scenario of RELIABILITY.md (F1-F19) with three seeds, then a table.
+soak: $(STAMP)
+	$(BIN)/python -m tests.faults.soak --seeds 1,2,3
 
 clean:
 	rm -rf $(VENV) .carillon .pytest_cache .mypy_cache .ruff_cache

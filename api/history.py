@@ -18,7 +18,9 @@ bp = Blueprint("history", __name__)
 
 EXECUTION = "/<org>/campaign/workflow/execution/<workflow_ref>"
 #: Task states an operator wants explained (engine.explain says why the task is there).
-EXPLAINED = frozenset({TaskState.PENDING, TaskState.WAITING, TaskState.HELD, TaskState.FAILED})
+EXPLAINED = frozenset(
+    {TaskState.PENDING, TaskState.WAITING, TaskState.HELD, TaskState.FAILED, TaskState.DEAD}
+)
 TASK_STATES = frozenset(state.value for state in TaskState)
 
 

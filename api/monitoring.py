@@ -34,6 +34,8 @@ ORG = f"{API}/<org>"
 WORKFLOW = f"{ORG}/workflows/<workflow_ref>"
 #: Longest free-text filter (`q`); longer is refused rather than scanned for.
 MAX_Q = 200
+#: Lines counted past the requested window (see _page).
+COUNT_AHEAD = 10_000
 _LEVEL = re.compile(r"[A-Za-z]{1,8}")
 
 
@@ -79,7 +81,11 @@ def _page(
 ) -> dict[str, Any]:
     """The contract's page: {content, count, next: {href} | null}, with api.pages' window."""
     slot = pages.window()
-    total = s.execute(select(func.count()).select_from(stmt.order_by(None).subquery())).scalar_one()
+    # Counted up to COUNT_AHEAD lines past the window: a count of a huge list would cost
+    # more than the page itself. Beyond it, `count` is a lower bound and countExact false.
+    limit = slot.start + slot.count + COUNT_AHEAD
+    bounded = stmt.order_by(None).limit(limit).subquery()
+    total = s.execute(select(func.count()).select_from(bounded)).scalar_one()
     rows = s.execute(stmt.offset(slot.start).limit(slot.count)).all()
     found = [row[0] if len(row) == 1 else row for row in rows]
     following = None
@@ -87,7 +93,12 @@ def _page(
         args = [(k, v) for k, v in request.args.items(multi=True) if k != "_lineStart"]
         args.append(("_lineStart", str(slot.start + slot.count)))
         following = {"href": public_url(f"{request.path}?{urlencode(args)}")}
-    return {"content": render(s, found), "count": total, "next": following}
+    return {
+        "content": render(s, found),
+        "count": total,
+        "countExact": total < limit,
+        "next": following,
+    }
 
 
 def _workflow(s: Session, ref: str) -> Workflow:

@@ -24,7 +24,12 @@ def _page(item: str) -> dict[str, Any]:
         "required": ["content", "count", "next"],
         "properties": {
             "content": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
-            "count": {"type": "integer", "description": "lines matching the filters"},
+            "count": {
+                "type": "integer",
+                "description": "lines matching the filters, counted up to 10,000 past the "
+                "page; a lower bound when countExact is false",
+            },
+            "countExact": {"type": "boolean"},
             "next": _LINK,
         },
     }

@@ -20,12 +20,14 @@ def create_celery(settings: Settings) -> Celery:
     transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
     if settings.embedded_broker:
         folder = settings.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         transport = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # Broadcast (pidbox) exchanges: kombu's default is ./control in the current folder.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             # Poll the folder often: the default second would dominate trigger latency.
             "polling_interval": 0.02,

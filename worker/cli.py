@@ -73,6 +73,7 @@ def up(port: int | None, concurrency: int) -> None:
     procs.start("beat", stack.beat_command(settings))
     procs.start("api", stack.api_command(settings.api_host, port))
     console.print(f"API on http://{settings.api_host}:{port}  (health: /healthz)")
+    console.print(f"monitoring page on http://{settings.api_host}:{port}/monitoring")
     console.print(f"database {settings.database_url}  broker {settings.broker_url}")
     console.print(f"logs in {Path(settings.home) / 'logs'}; Ctrl-C stops everything")
     try:

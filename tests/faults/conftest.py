@@ -137,6 +137,11 @@ def live(stack: FaultStack) -> FaultStack:
     stack.ensure_running()
     stack.history.clear()
     stack.outages.clear()
+    client = stack.servers.redis.client()
+    try:
+        stack.unacked_baseline = set(client.hkeys("unacked"))
+    finally:
+        client.close()
     return stack
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+import tests.faults.plugins  # noqa: F401  (registers `crash` for definitions saved here)
+
 from tests.faults.servers import PrivatePostgres, PrivateRedis, free_port
 from tests.faults.sinks import ProviderSink
 from tests.integration.conftest import Stack, wait_for
@@ -134,6 +136,8 @@ class FaultStack(Stack):
         self.history: list[Call] = []
         #: (start, end) wall-clock windows in which a server was down on purpose (I7 allows 503).
         self.outages: list[tuple[float, float]] = []
+        #: `unacked` delivery tags left by earlier scenarios (already judged by them).
+        self.unacked_baseline: set[bytes] = set()
         self.api_base = ""
         self.env.update(
             CARILLON_SMTP_HOST="127.0.0.1",
@@ -144,6 +148,7 @@ class FaultStack(Stack):
             CARILLON_CONNECTOR_TIMEOUT="10",
             # The 10-minute rule on: F13 relies on it (the integration stack turns it off).
             CARILLON_SIGNAL_MIN_INTERVAL="600",
+            CARILLON_ACTIVITY_MODULES="tests.plugins,tests.faults.plugins",
         )
 
     # ------------------------------------------------------------------ processes

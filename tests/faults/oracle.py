@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from tests.faults.harness import Call, FaultStack
-from worker.models import Job, StateEvent, Task, Workflow
+from worker.models import Command, Job, StateEvent, Task, Workflow
 from worker.queues import CONTROL_QUEUE, QUEUES
 from worker.states import TASK_TRANSITIONS, WORKFLOW_TRANSITIONS, TaskState, WorkflowState
 from worker.technical import install
@@ -67,6 +67,15 @@ class Verdict:
 
 def settled(stack: FaultStack, workflows: Iterable[str]) -> bool:
     """Nothing of these workflows left to run: no pending/running/held task, no open run."""
+    with stack.sessions() as s:
+        commands = s.scalar(
+            select(func.count())
+            .select_from(Command)
+            .join(Workflow, Workflow.id == Command.workflow_id)
+            .where(Workflow.name.in_(list(workflows)), Command.state == "pending")
+        )
+    if commands:
+        return False  # a start recorded but not applied yet: its run is still to come
     for name in workflows:
         rows = stack.tasks(name)
         if any(r.state in UNSETTLED for r in rows):
@@ -99,9 +108,11 @@ def check(
     *,
     technical: bool = False,
     drain_timeout: float | None = None,
+    poison: frozenset[str] = frozenset(),
 ) -> Verdict:
+    """I1-I7 over `workflows`; activities in `poison` are expected to end failed or dead."""
     verdict = Verdict()
-    _i1_no_stuck_run(stack, workflows, verdict)
+    _i1_no_stuck_run(stack, workflows, verdict, poison)
     _i2_once(stack, workflows, verdict, restarts=technical)
     _i3_no_double_delivery(stack, verdict)
     _i4_monotonic(stack, workflows, verdict)
@@ -114,7 +125,9 @@ def check(
     return verdict
 
 
-def _i1_no_stuck_run(stack: FaultStack, workflows: list[str], verdict: Verdict) -> None:
+def _i1_no_stuck_run(
+    stack: FaultStack, workflows: list[str], verdict: Verdict, poison: frozenset[str]
+) -> None:
     verdict.checked.append("I1")
     for name in workflows:
         rows = stack.tasks(name)
@@ -124,15 +137,23 @@ def _i1_no_stuck_run(stack: FaultStack, workflows: list[str], verdict: Verdict) 
             for r in rows
             if r.state == "waiting" and r.activity_type not in LISTENERS
         ]
-        broken = [f"{r.activity}={r.state}" for r in rows if r.state in BROKEN]
+        broken = [
+            f"{r.activity}={r.state}"
+            for r in rows
+            if r.state in BROKEN and r.activity not in poison
+        ]
+        unbroken = poison & {r.activity for r in rows if r.state not in BROKEN}
+        if unbroken:
+            verdict.add("I1", f"{name}: poison activities did not end failed/dead: {unbroken}")
         if stuck:
             verdict.add("I1", f"{name}: tasks not settled after quiesce: {stuck}")
         if broken:
             verdict.add("I1", f"{name}: tasks broke: {broken}")
         has_listener = any(r.activity_type in LISTENERS for r in rows)
         state = stack.state(name)
-        if not has_listener and state != "finished":
-            verdict.add("I1", f"{name}: workflow is {state}, not finished")
+        expected = "error" if poison else "finished"
+        if not has_listener and state != expected:
+            verdict.add("I1", f"{name}: workflow is {state}, not {expected}")
 
 
 def _i2_once(
@@ -246,9 +267,9 @@ def _activity_messages(stack: FaultStack) -> dict[str, int]:
     try:
         found = {q: int(client.llen(q)) for q in QUEUES if q != CONTROL_QUEUE}
         unacked = 0
-        for raw in client.hvals("unacked"):
+        for tag, raw in client.hgetall("unacked").items():
             _message, _exchange, routing_key = json.loads(raw)
-            if routing_key != CONTROL_QUEUE:
+            if routing_key != CONTROL_QUEUE and tag not in stack.unacked_baseline:
                 unacked += 1
         found["unacked"] = unacked
         return {k: v for k, v in found.items() if v}

@@ -62,6 +62,7 @@ def finish(
     technical: bool = False,
     timeout: float = 120,
     known: dict[str, str] | None = None,
+    poison: frozenset[str] = frozenset(),
 ) -> Verdict:
     """Quiesce (bounded), check I1-I7, record the outcome; fail on any violation.
 
@@ -70,7 +71,7 @@ def finish(
     so the marker is removed with the fix.
     """
     quiesce(stack, workflows, timeout)
-    verdict = check(stack, workflows, technical=technical)
+    verdict = check(stack, workflows, technical=technical, poison=poison)
     verdict.recovery = time.monotonic() - fault_at
     report = os.environ.get("CARILLON_FAULT_REPORT")
     if report:

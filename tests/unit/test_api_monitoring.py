@@ -543,3 +543,15 @@ def test_validations_of_a_purged_workflow_still_list(fresh: Rest) -> None:
         s.execute(update(validation).values(workflow_id=999_999))
     item = get(rest, f"{API}/acme/validations")["content"][0]
     assert item["workflowId"] is None
+
+
+def test_counts_stop_past_the_window_and_say_so(
+    rest: Rest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import api.monitoring
+
+    monkeypatch.setattr(api.monitoring, "COUNT_AHEAD", 2)
+    body = get(rest, f"{API}/acme/workflows/sig/tasks?_lineCount=2")
+    assert body["count"] == 4 and body["countExact"] is False and body["next"] is not None
+    last = get(rest, f"{API}/acme/workflows/sig/tasks?_lineCount=2&_lineStart=5")
+    assert last["count"] == 7 and last["countExact"] is True and last["next"] is None
