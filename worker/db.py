@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -80,17 +80,3 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Any]:
     return sessionmaker(engine, expire_on_commit=False)
-
-
-def relax_durability(s: Session) -> None:
-    """Commit the current PostgreSQL transaction without waiting for its WAL flush.
-
-    Only for transactions whose every effect is in the database and repeatable (a quick
-    activity's claim, run and completion): a PostgreSQL crash may forget the last few hundred
-    milliseconds of them, leaving the task `pending` as before, which the tick publishes
-    again. Any later synchronous commit flushes them too (the WAL is one sequence), so effects
-    outside the database, recorded synchronously, never outlive the state they follow. It is
-    what SQLite's `synchronous=NORMAL` already does on the embedded default.
-    """
-    if s.get_bind().dialect.name == "postgresql":
-        s.execute(text("SET LOCAL synchronous_commit TO off"))

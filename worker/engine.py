@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import definitions, registry
 from worker.activities.base import Activity, ActivityType, Context, Outcome, SignalRequest
 from worker.config import Settings
-from worker.db import relax_durability, utcnow
+from worker.db import utcnow
 from worker.definitions import Definition
 from worker.errors import CommandRefused, NotFound, TooManyTriggers, TriggerRefused
 from worker.heartbeat import Heartbeat
@@ -221,9 +221,7 @@ class Engine:
                 if not kind.quick:
                     write_events(s, effects.events)
                 else:
-                    # Claim, run and complete in one transaction: no effect outside the database,
-                    # so its commit need not wait for the disk (db.relax_durability says why).
-                    relax_durability(s)
+                    # Claim, run and complete in one transaction: no effect outside the database.
                     ctx = self._context(claimed, definition, now, s)
                     try:
                         outcome = kind.run(ctx)

@@ -59,6 +59,17 @@ _CLAIM = (
         TASK.c.due_at,
     )
 )
+#: On PostgreSQL the claim also lets its transaction commit without waiting for the WAL
+#: flush (synchronous_commit off), in the same round trip. A PostgreSQL crash may then forget
+#: the last few hundred milliseconds of claims and of quick activities (claimed, run and
+#: completed in one transaction, every effect in the database): those tasks are `pending`
+#: again and the tick publishes them. Effects outside the database are recorded by later
+#: synchronous commits (delivery logs before a send, a long activity's completion), and a
+#: synchronous commit flushes all the WAL before it, this claim included. SQLite's
+#: `synchronous=NORMAL` (worker/db.py) makes the same trade on the embedded default.
+_CLAIM_RELAXED = _CLAIM.returning(
+    func.set_config("synchronous_commit", "off", True).label("relaxed")
+)
 #: Built once: completing a task is the engine's most frequent write.
 _COMPLETE = (
     update(TASK)
@@ -175,7 +186,7 @@ def claim_task(
     the attempt, the fencing token. None if not."""
     connection = session.connection()
     row = connection.execute(
-        _CLAIM,
+        _CLAIM_RELAXED if connection.dialect.name == "postgresql" else _CLAIM,
         {
             "task_id": task_id,
             "pending": TaskState.PENDING.value,

@@ -139,7 +139,9 @@ def live(stack: FaultStack) -> FaultStack:
     stack.outages.clear()
     client = stack.servers.redis.client()
     try:
-        stack.unacked_baseline = set(client.hkeys("unacked"))
+        stack.unacked_baseline = {
+            tag if isinstance(tag, bytes) else tag.encode() for tag in client.hkeys("unacked")
+        }
     finally:
         client.close()
     return stack

@@ -24,7 +24,6 @@ from typing import Any
 from sqlalchemy import select
 
 import tests.faults.plugins  # noqa: F401  (registers `crash` for definitions saved here)
-
 from tests.faults.servers import PrivatePostgres, PrivateRedis, free_port
 from tests.faults.sinks import ProviderSink
 from tests.integration.conftest import Stack, wait_for
@@ -99,13 +98,19 @@ class ApiClient:
         return self.call("POST", f"/workflow/execution/{workflow}/commands", {"method": method})
 
     def trigger(
-        self, workflow: str, activity: str, parameters: dict[str, Any], key: str | None = None
+        self,
+        workflow: str,
+        activity: str,
+        parameters: dict[str, Any],
+        key: str | None = None,
+        timeout: float = 20,
     ) -> Answer:
         return self.call(
             "POST",
             f"/workflow/execution/{workflow}/activities/activity/{activity}/trigger",
             {"source": "faults", "parameters": parameters},
             headers={"Idempotency-Key": key} if key else None,
+            timeout=timeout,
         )
 
 
@@ -149,6 +154,8 @@ class FaultStack(Stack):
             # The 10-minute rule on: F13 relies on it (the integration stack turns it off).
             CARILLON_SIGNAL_MIN_INTERVAL="600",
             CARILLON_ACTIVITY_MODULES="tests.plugins,tests.faults.plugins",
+            # Downloads reach public addresses only (F17: loopback is where Redis and PG are).
+            CARILLON_TRANSFER_ALLOW_HOSTS="",
         )
 
     # ------------------------------------------------------------------ processes

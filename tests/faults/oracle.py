@@ -156,9 +156,7 @@ def _i1_no_stuck_run(
             verdict.add("I1", f"{name}: workflow is {state}, not {expected}")
 
 
-def _i2_once(
-    stack: FaultStack, workflows: list[str], verdict: Verdict, restarts: bool
-) -> None:
+def _i2_once(stack: FaultStack, workflows: list[str], verdict: Verdict, restarts: bool) -> None:
     verdict.checked.append("I2")
     for name in workflows:
         per_activity = Counter((r.job_id, r.activity) for r in stack.tasks(name))
@@ -199,9 +197,7 @@ def _i3_no_double_delivery(stack: FaultStack, verdict: Verdict) -> None:
     twice = sorted(key for key, n in smtp.items() if n > 1)
     if twice:
         verdict.add("I3", f"{len(twice)} recipient(s) got an email twice, e.g. {twice[:3]}")
-    provider = Counter(
-        (a.key.rsplit(".", 1)[0], a.to) for a in stack.servers.sink.accepted
-    )
+    provider = Counter((a.key.rsplit(".", 1)[0], a.to) for a in stack.servers.sink.accepted)
     twice = sorted(key for key, n in provider.items() if n > 1)
     if twice:
         verdict.add("I3", f"{len(twice)} recipient(s) got an SMS twice, e.g. {twice[:3]}")
@@ -256,9 +252,7 @@ def _i4_monotonic(stack: FaultStack, workflows: list[str], verdict: Verdict) -> 
         for task in tasks.values():
             # Parked runs (a wait woken up) count as attempts but not as lost workers.
             if task.attempt - (task.fired or 0) > limit:
-                verdict.add(
-                    "I4", f"{name}: {task.activity} ran {task.attempt} times (max {limit})"
-                )
+                verdict.add("I4", f"{name}: {task.activity} ran {task.attempt} times (max {limit})")
 
 
 def _activity_messages(stack: FaultStack) -> dict[str, int]:

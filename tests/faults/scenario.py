@@ -38,7 +38,9 @@ def launch(
     assert answer.status == 202, answer
     if shape == "signal_wait":
         wait_for(
-            lambda: any(r.activity == "signal1" and r.state == "waiting" for r in stack.tasks(name)),
+            lambda: any(
+                r.activity == "signal1" and r.state == "waiting" for r in stack.tasks(name)
+            ),
             60,
             f"{name} to wait for its signal",
         )

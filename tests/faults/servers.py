@@ -145,9 +145,7 @@ class PrivatePostgres:
         folder.chmod(0o700)
 
     def url(self, database: str = "postgres") -> str:
-        return (
-            f"postgresql+psycopg2://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
-        )
+        return f"postgresql+psycopg2://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def _as_postgres(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         done = subprocess.run(
@@ -231,9 +229,9 @@ class ExternalRedis(PrivateRedis):
     def __init__(self, url: str) -> None:
         self._url = url
         self.folder = Path("/nonexistent/carillon-redis")
-        self.password = redis.Redis.from_url(url).connection_pool.connection_kwargs.get(
-            "password"
-        ) or ""
+        self.password = (
+            redis.Redis.from_url(url).connection_pool.connection_kwargs.get("password") or ""
+        )
         self.process = None
 
     @property
@@ -281,4 +279,3 @@ class ExternalPostgres(PrivatePostgres):
 
     def destroy(self) -> None:
         """Not ours."""
-

@@ -277,3 +277,30 @@ def signal_jobs(stack: FaultStack, workflow: str) -> list[str]:
                 .where(Workflow.name == workflow, Job.origin == "signal")
             ).all()
         )
+
+
+def test_the_oracle_sees_a_double_delivery_and_a_leaked_secret(live: FaultStack) -> None:
+    """The oracle is worth something only if it can fail: feed it two violations."""
+    import smtplib
+    from email.message import EmailMessage
+
+    from tests.faults.oracle import check
+    from tests.smtp_server import SmtpServer
+
+    own = SmtpServer().start()
+    shared, live.servers.smtp = live.servers.smtp, own
+    leak = live.home / "leak.log"
+    try:
+        message = EmailMessage()
+        message["Subject"], message["From"], message["To"] = "x", "a@example.org", "b@example.org"
+        message["X-Carillon-Message-Id"] = f"{uuid.uuid4()}.42"
+        with smtplib.SMTP("127.0.0.1", own.port, timeout=10) as smtp:
+            smtp.send_message(message)
+            smtp.send_message(message)
+        leak.write_text(f"connecting with {live.servers.secrets[0]}\n")
+        verdict = check(live, [], drain_timeout=1)
+    finally:
+        leak.unlink(missing_ok=True)
+        live.servers.smtp = shared
+        own.stop()
+    assert {v.invariant for v in verdict.violations} == {"I3", "I7"}, verdict

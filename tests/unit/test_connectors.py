@@ -32,7 +32,7 @@ def settings(tmp_path: Path, **values: Any) -> Settings:
 
 
 def mail(i: int, address: str | None = None, **fields: str) -> Message:
-    values = {"subject": f"s{i}", "text": f"t{i}", **fields}
+    values: dict[str, Any] = {"subject": f"s{i}", "text": f"t{i}", **fields}
     return Message(message_id=f"m{i}", address=address or f"r{i}@example.org", **values)
 
 
@@ -240,6 +240,7 @@ def test_a_reused_connection_the_server_closed_is_replaced(tmp_path: Path) -> No
         connector = smtp(tmp_path, server, 1)
         assert connector.send([mail(0)])[0].ok
         for kept in connector._idle:
+            assert kept.sock is not None
             kept.sock.shutdown(socket.SHUT_RDWR)  # as if the server had timed it out
         assert connector.send([mail(1)])[0].ok
         connector.close()
@@ -349,6 +350,18 @@ def test_connector_choice_follows_the_configuration(tmp_path: Path) -> None:
         connector_for("fax", settings(tmp_path))
 
 
+def test_smtp_connections_default_to_four_and_one_keeps_a_single_connection(
+    tmp_path: Path,
+) -> None:
+    assert Settings.from_env({"CARILLON_HOME": str(tmp_path)}).smtp_connections == 4
+    env = {"CARILLON_HOME": str(tmp_path), "CARILLON_SMTP_CONNECTIONS": "1"}
+    with gatekeeper() as (server, handler):
+        connector = smtp(tmp_path, server, Settings.from_env(env).smtp_connections)
+        assert all(r.ok for r in connector.send([mail(i) for i in range(100)]))
+        connector.close()
+        assert len(set(handler.peers)) == 1 and handler.ehlos == 1
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -358,6 +371,10 @@ def test_connector_choice_follows_the_configuration(tmp_path: Path) -> None:
         ("CARILLON_SMS_URL", "file:///etc/passwd"),
         ("CARILLON_PUSH_URL", "gopher://127.0.0.1:6379/"),
         ("CARILLON_CONNECTOR_TIMEOUT", "0"),
+        ("CARILLON_SMTP_CONNECTIONS", "0"),
+        ("CARILLON_SMTP_CONNECTIONS", "65"),
+        ("CARILLON_SMTP_CONNECTIONS", "four"),
+        ("CARILLON_SMTP_CONNECTIONS", "9" * 400),
     ],
 )
 def test_bad_connector_settings_fail_at_startup(tmp_path: Path, name: str, value: str) -> None:

@@ -28,7 +28,7 @@ import ssl
 import threading
 import urllib.parse
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from email.header import Header
 from email.mime.application import MIMEApplication
@@ -203,6 +203,7 @@ class SmtpConnector:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.connections, "carillon-smtp")
             futures = [self._executor.submit(self._lane, lanes, smtp) for smtp in idle]
+            wait(futures)  # every lane has ended before anything is reported
             kept = [future.result() for future in futures]
         self._idle += [smtp for smtp in kept if smtp is not None]
         if lanes.unreachable and len(lanes.unreachable) < count:
@@ -221,8 +222,8 @@ class SmtpConnector:
             message = lanes.messages[index]
             try:
                 lanes.results[index] = self._send_one(smtp, message)
-            except _ConnectionLost as exc:
-                lanes.lost[message.message_id] = str(exc)
+            except Exception as exc:  # _ConnectionLost, or anything unforeseen: fate unknown
+                lanes.lost[message.message_id] = str(exc) or type(exc).__name__
                 smtp.close()
                 return None
         return smtp
