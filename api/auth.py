@@ -21,6 +21,7 @@ from worker.technical import install
 PUBLIC_ENDPOINTS = frozenset(
     {
         "health.healthz",
+        "health.readyz",
         "openapi.spec",
         "tracking.open_pixel",
         "tracking.click",

@@ -55,7 +55,7 @@ def test_protected_operations_declare_both_credentials_and_their_401(rest: Rest)
                 continue
             # tracking (/r/...), the monitoring page (it holds no data), and /metrics,
             # which checks its own access (admin token)
-            public = ("/healthz", "/openapi.json", "/metrics", "/monitoring")
+            public = ("/healthz", "/readyz", "/openapi.json", "/metrics", "/monitoring")
             if path in public or path.startswith(("/r/", "/monitoring/static/")):
                 assert operation["security"] == []
             else:

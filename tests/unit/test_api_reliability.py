@@ -368,9 +368,12 @@ def test_the_api_answers_503_while_the_database_is_away(rest: Rest, tmp_path: Pa
             assert "Traceback" not in response.get_data(as_text=True)
             assert "sqlite" not in error["message"].lower()
         assert rest.client.get("/healthz").status_code == 200  # liveness is not readiness
+        not_ready = rest.client.get("/readyz")
+        assert error_of(not_ready, 503, "unavailable") and not_ready.headers["Retry-After"]
     finally:
         away.rename(database.parent)
     assert rest.get(LIST).status_code == 200
+    assert rest.client.get("/readyz").json == {"status": "ready"}
     assert rest.rows()["Command"] == 0
     with rest.services.sessions() as s:
         assert s.execute(select(Workflow.state)).scalar_one() == "edition"

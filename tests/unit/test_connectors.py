@@ -80,17 +80,19 @@ def test_smtp_unreachable_raises_with_nothing_in_flight(tmp_path: Path) -> None:
 
 class Gatekeeper(_Handler):
     """The test server's handler, also recording each message's connection, refusing the
-    connections whose EHLO is numbered in `refuse_ehlo` (421) and dropping the connection at
-    RCPT of an address in `drop` (the message in flight is lost, its fate unknown)."""
+    connections whose EHLO is numbered in `refuse_ehlo` (421), dropping the connection at
+    RCPT of an address in `drop` (the message in flight is lost, its fate unknown) and
+    answering 421 at RCPT of an address in `shed` (that message fails, the client quits)."""
 
     def __init__(
         self,
         server: SmtpServer,
         refuse_ehlo: frozenset[int] = frozenset(),
         drop: frozenset[str] = frozenset(),
+        shed: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(server)
-        self.refuse_ehlo, self.drop = refuse_ehlo, drop
+        self.refuse_ehlo, self.drop, self.shed = refuse_ehlo, drop, shed
         self.ehlos = 0
         self.refused: set[int] = set()
         self.peers: list[tuple[str, int]] = []  # the connection of each accepted message
@@ -117,6 +119,8 @@ class Gatekeeper(_Handler):
         if address in self.drop:
             smtp.transport.close()
             return "250 OK"
+        if address in self.shed:  # 421: the client closes this connection
+            return "421 4.7.0 too busy, closing"
         return await super().handle_RCPT(smtp, session, envelope, address, options)
 
     async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
@@ -233,6 +237,20 @@ def test_a_refused_connection_leaves_its_share_to_the_others(tmp_path: Path) -> 
         assert all(r.ok for r in connector.send([mail(i) for i in range(100, 200)]))
         connector.close()
         assert handler.ehlos == 4 and len(set(handler.peers)) == 3  # no new connection
+
+
+def test_a_421_fails_its_message_and_the_other_connections_send_the_rest(
+    tmp_path: Path,
+) -> None:
+    with gatekeeper(shed=frozenset({"r20@example.org"})) as (server, _):
+        connector = smtp(tmp_path, server, 4)
+        results = connector.send([mail(i) for i in range(100)])
+        connector.close()
+        assert [r.message_id for r in results] == [f"m{i}" for i in range(100)]
+        assert [r.message_id for r in results if not r.ok] == ["m20"]
+        assert results[20].reason.startswith("temporary: 421")
+        assert once_each(server) == [f"m{i}" for i in range(100) if i != 20]
+        assert connector.connections == 3
 
 
 def test_a_reused_connection_the_server_closed_is_replaced(tmp_path: Path) -> None:

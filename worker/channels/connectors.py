@@ -226,14 +226,18 @@ class SmtpConnector:
                 lanes.lost[message.message_id] = str(exc) or type(exc).__name__
                 smtp.close()
                 return None
+            if smtp.sock is None:  # smtplib closed it after a 421: the others go on
+                lanes.unreachable.append("the server closed the connection (421)")
+                return None
         return smtp
 
     def _outcome(self, lanes: _Lanes) -> list[SendResult]:
         if not lanes.lost and all(result is not None for result in lanes.results):
             return [result for result in lanes.results if result is not None]
         where = f"SMTP {self._where()}"
-        if not lanes.lost:  # no connection could be opened: nothing was handed over
-            raise ConnectorError(f"{where}: {lanes.unreachable[0]}"[:500])
+        answered = [result for result in lanes.results if result is not None]
+        if not lanes.lost:  # no connection was left to send the rest: none handed over
+            raise ConnectorError(f"{where}: {lanes.unreachable[0]}"[:500], results=answered)
         # ConnectorError names one message in flight; when several connections failed, the
         # others' are answered as failed so that they are never handed over again either.
         in_flight, why = next(iter(lanes.lost.items()))
