@@ -34,10 +34,12 @@ export class PagedTable {
     const signature = JSON.stringify([this.start, page]);
     if (signature === this.last) return; // nothing new: leave the DOM (and the focus) alone
     this.last = signature;
-    this.render(rows, total(page), Boolean(page && page.next));
+    // Past 10,000 lines beyond the page the server stops counting: `count` is then a floor.
+    const exact = !page || page.countExact !== false;
+    this.render(rows, total(page), Boolean(page && page.next), exact);
   }
 
-  render(rows, count, hasNext) {
+  render(rows, count, hasNext, exact = true) {
     const head = h("tr", {}, this.columns.map((c) => h("th", { scope: "col" }, c.title)));
     const body = rows.length
       ? rows.map((row) => h("tr", {}, this.columns.map((c) => h("td", { "data-label": c.title }, c.render(row)))))
@@ -47,7 +49,7 @@ export class PagedTable {
       h("table", {}, h("caption", {}, this.caption), h("thead", {}, head), h("tbody", {}, body)),
     );
     const first = rows.length ? this.start + 1 : 0;
-    const shown = `Rows ${first}–${this.start + rows.length} of ${count}`;
+    const shown = `Rows ${first}–${this.start + rows.length} of ${count}${exact ? "" : "+"}`;
     const previous = h(
       "button",
       {
