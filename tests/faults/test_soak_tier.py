@@ -1,6 +1,6 @@
 """The soak tier (`make soak`, deselected from `make test`): the heavier faults of
 RELIABILITY.md 5.3 beyond the quick tier, each bounded in time: F3, F6, F7 (immediate),
-F15, F19. Faults without a scenario yet are listed by the soak runner's table.
+F15, F17, F18, F19. Faults without a scenario yet are listed by the soak runner's table.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import pytest
 
 from tests.smtp_server import SmtpServer, _Handler
 from worker.channels.connectors import (
+    Attachment,
     ConnectorError,
     FileConnector,
     HttpConnector,
@@ -366,6 +367,20 @@ def test_connector_choice_follows_the_configuration(tmp_path: Path) -> None:
     )
     with pytest.raises(Exception, match="unknown channel"):
         connector_for("fax", settings(tmp_path))
+
+
+def test_attachments_still_go_out_through_the_email_package(tmp_path: Path) -> None:
+    report = Attachment("report.pdf", "application/pdf", b"%PDF-1.4 not really")
+    message = dataclasses.replace(mail(0, html="<p>see attached</p>"), attachments=(report,))
+    with gatekeeper() as (server, _):
+        connector = smtp(tmp_path, server, 4)
+        assert connector.send([message])[0].ok
+        connector.close()
+        (got,) = server.messages
+    (part,) = got.message.iter_attachments()
+    assert part.get_filename() == "report.pdf"
+    assert part.get_content() == b"%PDF-1.4 not really"
+    assert got.body("html").strip() == "<p>see attached</p>" and got.message_id == "m0"
 
 
 def test_smtp_connections_default_to_four_and_one_keeps_a_single_connection(
