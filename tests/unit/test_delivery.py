@@ -377,6 +377,38 @@ def test_a_connection_lost_mid_batch_leaves_one_message_unknown(harness: Harness
     assert rows == {"sent": 9, "unknown": 1}
 
 
+class TwoLanesLost(Recorder):
+    """Two parallel connections drop in one batch: two messages in flight at once."""
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        if self.fail_at is None:
+            return super().send(messages)
+        self.fail_at = None
+        lost = [messages[1].message_id, messages[3].message_id]
+        self.handed += [m.message_id for m in messages]
+        results = [SendResult(m.message_id, True) for m in messages if m.message_id not in lost]
+        raise ConnectorError(
+            "connection lost", results=results, in_flight=lost[0], also_in_flight=lost[1:]
+        )
+
+
+def test_every_message_in_flight_on_a_lost_connection_is_unknown_never_resent(
+    harness: Harness,
+) -> None:
+    delivery_id, org_id, _ = claimed_delivery(harness, 8)
+    dropping = TwoLanesLost(fail_at=0)
+    with pytest.raises(ActivityError, match="connection lost"):
+        a_pass(harness, delivery_id, org_id, 1, dropping).run()
+    retry = Recorder()
+    a_pass(harness, delivery_id, org_id, 2, retry).run()
+    handed = dropping.handed + retry.handed
+    assert len(handed) == len(set(handed)) == 8
+    rows = dict(
+        harness.query(select(delivery_log.c.status, func.count()).group_by(delivery_log.c.status))
+    )
+    assert rows == {"sent": 6, "unknown": 2}
+
+
 def test_an_idempotent_connector_gets_the_in_flight_batch_again_under_the_same_ids(
     harness: Harness,
 ) -> None:

@@ -91,11 +91,21 @@ class ConnectorError(ActivityError):
     code = "connectorError"
 
     def __init__(
-        self, message: str, *, results: Sequence[SendResult] = (), in_flight: str | None = None
+        self,
+        message: str,
+        *,
+        results: Sequence[SendResult] = (),
+        in_flight: str | None = None,
+        also_in_flight: Sequence[str] = (),
     ) -> None:
         super().__init__(message)
         self.results = list(results)
         self.in_flight = in_flight
+        #: Every message whose fate is unknown: `in_flight`, and those of other connections
+        #: of the same batch that failed too (parallel SMTP connections).
+        self.in_flight_ids = frozenset(
+            [*([in_flight] if in_flight is not None else []), *also_in_flight]
+        )
 
 
 class Connector(Protocol):
@@ -238,17 +248,13 @@ class SmtpConnector:
         answered = [result for result in lanes.results if result is not None]
         if not lanes.lost:  # no connection was left to send the rest: none handed over
             raise ConnectorError(f"{where}: {lanes.unreachable[0]}"[:500], results=answered)
-        # ConnectorError names one message in flight; when several connections failed, the
-        # others' are answered as failed so that they are never handed over again either.
+        # Every connection that failed leaves the message it was handing over unknown.
         in_flight, why = next(iter(lanes.lost.items()))
-        for index, message in enumerate(lanes.messages):
-            if message.message_id in lanes.lost and message.message_id != in_flight:
-                reason = f"unknown: connection lost while sending, not resent: {why}"
-                lanes.results[index] = SendResult(message.message_id, False, reason[:255])
         raise ConnectorError(
             f"{where}: {why}"[:500],
             results=[result for result in lanes.results if result is not None],
             in_flight=in_flight,
+            also_in_flight=[lost for lost in lanes.lost if lost != in_flight],
         )
 
     def _send_one(self, smtp: smtplib.SMTP, message: Message) -> SendResult:

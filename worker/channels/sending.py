@@ -282,8 +282,8 @@ class Pass:
         under its key), the ones never handed over go back to be sent by a later attempt."""
         answered = {result.message_id for result in exc.results}
         untried = [m.message_id for m in messages if m.message_id not in answered]
-        in_flight = [m for m in untried if m == exc.in_flight]
-        never = [m for m in untried if m != exc.in_flight]
+        in_flight = [m for m in untried if m in exc.in_flight_ids]
+        never = [m for m in untried if m not in exc.in_flight_ids]
         if in_flight and not is_idempotent(self.connector):
             self._mark(in_flight, "unknown", UNKNOWN_REASON)
         else:
