@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +27,11 @@ import pytest
 from tests.integration.conftest import (
     ROOT,
     Stack,
-    _postgres_database,
-    _redis,
+    running_stack,
+    start_api,
     unavailable,
-    wait_for,
 )
 from worker import catalog
-from worker.config import Settings
-from worker.stack import api_command, beat_command
 
 CHROMIUM = Path(os.environ.get("CARILLON_CHROMIUM", "/usr/bin/chromium"))
 #: Headless, and nothing that would reach the network (the machine reaches only registries).
@@ -66,14 +62,6 @@ class Live:
 
     def url(self, hash_: str = "") -> str:
         return f"{self.base}/monitoring{hash_}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -130,47 +118,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """PostgreSQL + Redis, a worker, beat and the API under gunicorn with an admin token."""
-    home = tmp_path_factory.mktemp("browser")
-    database = _postgres_database()
-    url = next(database)
-    broker = _redis()
-    settings = Settings(
-        home=home,
-        database_url=url,
-        broker_url=broker,
-        result_backend=broker,
-        lease_seconds=3,
-        tick_seconds=0.3,
-        republish_seconds=4,
-        signal_min_interval=0,
-        visibility_timeout=30,
-    ).resolved()
-    built = Stack(settings, home)
-    try:
-        built.start_worker()
-        built.spawn("beat", beat_command(settings))
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
+    with running_stack(tmp_path_factory.mktemp("browser")) as built:
         admin_token = secrets.token_urlsafe(24)
-        built.env["CARILLON_PUBLIC_URL"] = base
-        built.spawn("api", api_command("127.0.0.1", port, 2), CARILLON_ADMIN_TOKEN=admin_token)
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, 60, "gunicorn to answer /healthz")
+        base = start_api(built, 2, CARILLON_ADMIN_TOKEN=admin_token)
         org = f"org{secrets.token_hex(4)}"
         with built.sessions() as s, s.begin():
             created = catalog.create_credentials(s, org)
         yield Live(built, base, org, created["apiKey"], created["token"], admin_token)
-    finally:
-        built.stop_all()
-        built.close()
-        next(database, None)
 
 
 class PageProblems:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,7 @@ from worker.db import make_engine, make_session_factory
 from worker.engine import Engine
 from worker.models import Workflow
 from worker.queues import CONTROL_QUEUE, QUEUES
-from worker.stack import beat_command, worker_command
+from worker.stack import api_command, beat_command, worker_command
 from worker.tasks import CeleryDispatcher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,34 +226,38 @@ def _redis() -> str:
 
 
 BACKENDS = ["postgres-redis", "embedded"]
+#: The live stacks' compressed timings: leases, ticks and republishing in seconds.
+LIVE_TIMINGS: dict[str, Any] = {
+    "lease_seconds": 3,
+    "tick_seconds": 0.3,
+    "republish_seconds": 4,
+    "signal_min_interval": 0,
+    "visibility_timeout": 30,
+}
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def running_stack(
+    home: Path, backend: str = "postgres-redis", env: dict[str, str] | None = None, **overrides: Any
 ) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp(request.param)
-    common = {
-        "lease_seconds": 3,
-        "tick_seconds": 0.3,
-        "republish_seconds": 4,
-        "signal_min_interval": 0,
-        "visibility_timeout": 30,
-    }
-    if request.param == "embedded":
-        settings = Settings(home=home, **common).resolved()  # type: ignore[arg-type]
-        database: Iterator[str] | None = None
+    """A Stack on `backend` (a fresh PostgreSQL database and the test Redis, or the embedded
+    default) with a worker and beat running (`env`: extra environment for both); all stopped
+    and the database dropped on exit. `overrides` replace LIVE_TIMINGS' settings."""
+    values = {**LIVE_TIMINGS, **overrides}
+    database: Iterator[str] | None = None
+    if backend == "embedded":
+        settings = Settings(home=home, **values).resolved()
     else:
         database = _postgres_database()
         url = next(database)
         broker = _redis()
         settings = Settings(
-            home=home, database_url=url, broker_url=broker, result_backend=broker, **common
-        ).resolved()  # type: ignore[arg-type]
+            home=home, database_url=url, broker_url=broker, result_backend=broker, **values
+        ).resolved()
     built = Stack(settings, home)
-    built.start_worker()
-    built.spawn("beat", beat_command(settings))
     try:
+        built.start_worker(**(env or {}))
+        built.spawn("beat", beat_command(settings), **(env or {}))
         yield built
     finally:
         built.stop_all()
@@ -258,6 +265,41 @@ def stack(
         if database is not None:
             built.db.dispose()
             next(database, None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_api(stack: Stack, workers: int = 1, name: str = "api", **env: str) -> str:
+    """The API under gunicorn on a free loopback port, on the stack's database and broker;
+    returns its base URL once it answers /healthz (stop it with `stack.kill(name)`). The
+    first one ("api") also becomes the stack's CARILLON_PUBLIC_URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    if name == "api":
+        stack.env["CARILLON_PUBLIC_URL"] = base
+    stack.spawn(name, api_command("127.0.0.1", port, workers), CARILLON_PUBLIC_URL=base, **env)
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    wait_for(healthy, 60, f"gunicorn ({name}) to answer /healthz")
+    return base
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp(request.param), request.param) as built:
+        yield built
 
 
 @pytest.fixture(scope="module")

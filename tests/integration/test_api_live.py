@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 import uuid
@@ -12,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Stack, wait_for
+from tests.integration.conftest import Stack, start_api, wait_for
 from worker import catalog
-from worker.stack import api_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -27,12 +25,6 @@ SEED_PARAMETERS = {
     "segmentCode": "my segment",
     "attribute": "2019-04-03 08:17:19.100Z",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Client:
@@ -61,20 +53,7 @@ class Client:
 
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> Iterator[str]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    stack.env["CARILLON_PUBLIC_URL"] = base
-    stack.spawn("api", api_command("127.0.0.1", port, 1))
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_for(healthy, 60, "gunicorn to answer /healthz")
-    yield base
+    yield start_api(stack)
     stack.kill("api")
 
 
@@ -201,24 +180,8 @@ def test_twenty_simultaneous_triggers_inside_the_interval_accept_exactly_one(
     import threading
 
     # Given an API process enforcing the platform's 600-second rule (F13)
-    port = free_port()
-    strict = f"http://127.0.0.1:{port}"
-    stack.spawn(
-        "api600",
-        api_command("127.0.0.1", port, 2),
-        CARILLON_SIGNAL_MIN_INTERVAL="600",
-        CARILLON_PUBLIC_URL=strict,
-    )
+    strict = start_api(stack, 2, name="api600", CARILLON_SIGNAL_MIN_INTERVAL="600")
     try:
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"{strict}/healthz", timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, 60, "the second API to answer")
         client = client_for(stack, strict)
         name = f"burst{uuid.uuid4().hex[:8]}"
         assert client.call("POST", "/workflow/definitions", cms_definition(name))[0] == 201

@@ -26,8 +26,8 @@ from api.ratelimit import KEY_PREFIX, Limit, Limiter, RedisStore
 from tests.integration.conftest import (
     PG_ADMIN_URL,
     Stack,
-    _postgres_database,
     _redis,
+    running_stack,
     wait_for,
 )
 from tests.plugins import effects
@@ -35,7 +35,6 @@ from tests.stub import StubDispatcher
 from worker import catalog
 from worker.config import Settings
 from worker.models import Command, Job, LogLine, Task, Workflow
-from worker.stack import beat_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -50,30 +49,8 @@ EXTRA_ENV = {
 def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """PostgreSQL + Redis, one worker and beat, CARILLON_MAX_ATTEMPTS=3."""
     home = tmp_path_factory.mktemp("reliability")
-    database = _postgres_database()
-    url = next(database)
-    broker = _redis()
-    settings = Settings(
-        home=home,
-        database_url=url,
-        broker_url=broker,
-        result_backend=broker,
-        lease_seconds=3,
-        tick_seconds=0.3,
-        republish_seconds=4,
-        signal_min_interval=0,
-        visibility_timeout=30,
-        max_attempts=MAX_ATTEMPTS,
-    ).resolved()
-    built = Stack(settings, home)
-    built.start_worker(**EXTRA_ENV)
-    built.spawn("beat", beat_command(settings), **EXTRA_ENV)
-    try:
+    with running_stack(home, env=EXTRA_ENV, max_attempts=MAX_ATTEMPTS) as built:
         yield built
-    finally:
-        built.stop_all()
-        built.close()
-        next(database, None)
 
 
 def unique(prefix: str) -> str:

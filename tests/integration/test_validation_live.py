@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.integration.conftest import Stack, wait_for
-from tests.integration.test_api_live import Client, free_port
+from tests.integration.conftest import Stack, start_api, wait_for
+from tests.integration.test_api_live import Client
 from worker import catalog, validations
 from worker.messaging import validation
 from worker.models import Task, Workflow
-from worker.stack import api_command
 from worker.states import ACTIVE_TASK_STATES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -27,22 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> Iterator[str]:
     """The API under gunicorn on the stack's database and broker."""
-    import urllib.request
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    stack.env["CARILLON_PUBLIC_URL"] = base
-    stack.spawn("api", api_command("127.0.0.1", port, 1))
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_for(healthy, 60, "gunicorn to answer /healthz")
-    yield base
+    yield start_api(stack)
     stack.kill("api")
 
 
