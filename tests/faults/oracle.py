@@ -109,11 +109,14 @@ def check(
     technical: bool = False,
     drain_timeout: float | None = None,
     poison: frozenset[str] = frozenset(),
+    restarts: bool = False,
 ) -> Verdict:
-    """I1-I7 over `workflows`; activities in `poison` are expected to end failed or dead."""
+    """I1-I7 over `workflows`; activities in `poison` are expected to end failed or dead;
+    `restarts`: the scenario starts workflows again after they ended (technical fires,
+    command races)."""
     verdict = Verdict()
     _i1_no_stuck_run(stack, workflows, verdict, poison)
-    _i2_once(stack, workflows, verdict, restarts=technical)
+    _i2_once(stack, workflows, verdict, restarts=technical or restarts)
     _i3_no_double_delivery(stack, verdict)
     _i4_monotonic(stack, workflows, verdict)
     # RELIABILITY 5.3 F2: recovered within the visibility timeout plus a sweep period.

@@ -65,6 +65,7 @@ def finish(
     timeout: float = 120,
     known: dict[str, str] | None = None,
     poison: frozenset[str] = frozenset(),
+    restarts: bool = False,
 ) -> Verdict:
     """Quiesce (bounded), check I1-I7, record the outcome; fail on any violation.
 
@@ -73,7 +74,7 @@ def finish(
     so the marker is removed with the fix.
     """
     quiesce(stack, workflows, timeout)
-    verdict = check(stack, workflows, technical=technical, poison=poison)
+    verdict = check(stack, workflows, technical=technical, poison=poison, restarts=restarts)
     verdict.recovery = time.monotonic() - fault_at
     report = os.environ.get("CARILLON_FAULT_REPORT")
     if report:

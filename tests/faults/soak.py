@@ -4,8 +4,8 @@
 
 Runs pytest on tests/faults (soak-marked scenarios included) with CARILLON_FAULT_SEEDS, and
 prints one row per fault of RELIABILITY.md (F1-F19): seeds run, invariants held on every
-seed, worst recovery time (fault to settled stack) and the outcome; faults without a
-scenario say so. Exit status: pytest's.
+seed, worst recovery time (fault to settled stack) and the outcome; a fault with no
+scenario (or deselected by -k) says `not run`. Exit status: pytest's.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def table(outcomes: dict[str, list[str]], reports: dict[str, list[dict[str, Any]
     for fault in FAULTS:
         cases, rows = outcomes.get(fault, []), reports.get(fault, [])
         if not cases:
-            lines.append(f"{fault:<6} {'-':>5}  {'-':<30} {'-':>9}  no scenario")
+            lines.append(f"{fault:<6} {'-':>5}  {'-':<30} {'-':>9}  not run")
             continue
-        held = set.intersection(*(set(r["held"] for r in rows))) if rows else set()
+        held = set.intersection(*(set(r["held"]) for r in rows)) if rows else set()
         checked = sorted({i for r in rows for i in r["checked"]})
         shown = ",".join(i for i in checked if i in held) or "-"
         broken = sorted({i for i in checked if i not in held})
