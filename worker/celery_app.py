@@ -17,7 +17,15 @@ from worker.technical import beat as technical
 def create_celery(settings: Settings) -> Celery:
     """A Celery app with the baseline of RELIABILITY.md: JSON only, late acks, no prefetch."""
     app = Celery("carillon", broker=settings.broker_url, backend=settings.result_backend)
-    transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    transport: dict[str, Any] = {
+        "visibility_timeout": settings.visibility_timeout,
+        # Messages reserved by a worker that died go back to their queue once older than the
+        # visibility timeout, but kombu only looks every interval x throttle seconds (100 s by
+        # default): look every few seconds instead (one sorted-set read), so they come back
+        # within the timeout plus that.
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
+        "unacked_restore_throttle": 1,
+    }
     if settings.embedded_broker:
         folder = settings.broker_folder
         for sub in ("queue", "processed", "control"):

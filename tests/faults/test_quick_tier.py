@@ -27,15 +27,6 @@ from worker.models import Job, Workflow
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
 
-#: Bug found by F2 (worker/celery_app.py is not ours to fix): see the report.
-F2_UNACKED = {
-    "I5": "a SIGKILLed worker's reserved messages stay in Redis `unacked` ~100 s whatever the "
-    "visibility timeout: kombu sweeps every unacked_restore_interval (10 s) x "
-    "unacked_restore_throttle (10); create_celery should set unacked_restore_throttle=1 and "
-    "unacked_restore_interval <= visibility_timeout in broker_transport_options"
-}
-
-
 def org_for(rng: random.Random) -> str:
     return f"faults{rng.getrandbits(32):08x}"
 
@@ -75,7 +66,7 @@ def test_f2_the_whole_worker_killed_and_restarted_loses_nothing(
         # When the worker, main process and children, is SIGKILLed and back 3 s later (F2)
         fault_at = time.monotonic()
         live.kill_worker(downtime=3.0)
-        finish(live, "F2", fault_seed, [target.name, other.name], fault_at, known=F2_UNACKED)
+        finish(live, "F2", fault_seed, [target.name, other.name], fault_at)
     finally:
         live.servers.smtp.delay = 0.0
     # Then the SMS branch (idempotent provider) reached every profile of the segment
