@@ -992,10 +992,19 @@ class Engine:
             by_definition.setdefault(id(definition), (definition, []))[1].append(
                 (activity, task_id)
             )
+        # The state is committed: a broker that refuses the message now (down, out of memory)
+        # delays the work, it loses nothing. The tick publishes pending tasks and commands
+        # again, so the caller (an API request, a worker's task) must not fail for it.
         for definition, rows in by_definition.values():
-            self.dispatcher.dispatch(definition, rows)
+            try:
+                self.dispatcher.dispatch(definition, rows)
+            except Exception as exc:
+                log.warning("could not publish %d task(s); the tick will: %s", len(rows), exc)
         for workflow_id in effects.commands:
-            self.dispatcher.apply_commands(workflow_id)
+            try:
+                self.dispatcher.apply_commands(workflow_id)
+            except Exception as exc:
+                log.warning("could not publish commands of %s; the tick will: %s", workflow_id, exc)
         for request in effects.signals:
             try:
                 self.trigger_by_name(

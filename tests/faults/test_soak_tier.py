@@ -225,13 +225,6 @@ def test_f17_a_transfer_never_connects_to_loopback_in_any_spelling(
     assert listener.accepted == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F18 bug (worker/engine.py, not ours): POST .../trigger answers 500 when Redis refuses "
-    "the publish (OOM): CeleryDispatcher.dispatch raises kombu OperationalError in "
-    "Engine._after_commit after the trigger and its job were committed; it must answer 202 "
-    "(the tick republishes pending tasks) or 503 + Retry-After, never 500",
-)
 def test_f18_redis_out_of_memory_fails_publishes_loudly_and_recovers(
     live: FaultStack, rng: random.Random, fault_seed: int
 ) -> None:
