@@ -50,6 +50,16 @@ def _check_tree(value: Any) -> None:
             stack.extend((child, depth + 1) for child in children)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which of two equal keys counts (first, last, error): refuse both.
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"duplicate key {json.dumps(key[:80])}")
+        found[key] = value
+    return found
+
+
 def parse_json(raw: bytes) -> Any:
     """Decode a JSON document strictly; ApiError(400) saying what is wrong otherwise."""
     try:
@@ -57,7 +67,12 @@ def parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError:
         raise bad_request("the body is not valid UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
     except RecursionError:
         raise bad_request(f"the body is nested more than {MAX_DEPTH} levels deep") from None
     except ValueError as exc:

@@ -318,12 +318,6 @@ def test_f16_hostile_payloads_get_4xx_and_change_nothing(
     assert [r.activity for r in live.tasks(target.name)] == ["signal1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F16 finding (api/bodies.py, not ours): a JSON body with duplicate keys is accepted "
-    "(last one wins, 202 and a job started); RELIABILITY.md F16 expects a 4xx, since parsers "
-    "disagree on which duplicate counts",
-)
 def test_f16b_a_body_with_duplicate_keys_is_refused(
     live: FaultStack, rng: random.Random, fault_seed: int
 ) -> None:
