@@ -14,6 +14,10 @@ from worker.db import utcnow
 from worker.models import Task
 from worker.outage import is_outage
 
+#: Jitter from a generator of our own: a background thread drawing from the shared
+#: `random` module would change its state under anyone else (Hypothesis refuses that).
+_JITTER = random.Random()
+
 log = logging.getLogger(__name__)
 
 
@@ -54,7 +58,7 @@ class Heartbeat:
     def _loop(self) -> None:
         failing = False
         # Jittered waits: the workers a database restart hit together do not beat together.
-        while not self._stop.wait(self._interval * random.uniform(0.8, 1.0)):
+        while not self._stop.wait(self._interval * _JITTER.uniform(0.8, 1.0)):
             with self._lock:
                 beats = list(self._running.items())
                 progress = dict(self._progress)

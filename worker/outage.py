@@ -6,6 +6,10 @@ import random
 
 from sqlalchemy import exc as sa_exc
 
+#: Jitter from a generator of our own: a background thread drawing from the shared
+#: `random` module would change its state under anyone else (Hypothesis refuses that).
+_JITTER = random.Random()
+
 #: SQLite reports a busy database and a broken query with the same exception class: only
 #: these messages are transient.
 _SQLITE_TRANSIENT = ("locked", "busy", "unable to open")
@@ -32,4 +36,4 @@ def full_jitter(retries: int, base: float, cap: float) -> float:
     base * 2**retries)] ("full jitter"), so that the workers a restart hit all at once do
     not come back all at once."""
     ceiling = min(cap, base * (2 ** min(retries, 30)))
-    return random.uniform(0, ceiling)  # spreading load, not a secret
+    return _JITTER.uniform(0, ceiling)  # spreading load, not a secret

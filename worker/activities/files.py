@@ -32,6 +32,10 @@ from worker.errors import ActivityError, DefinitionError
 from worker.registry import register
 from worker.transfer import TransferError, safe_name
 
+#: Jitter from a generator of our own: a background thread drawing from the shared
+#: `random` module would change its state under anyone else (Hypothesis refuses that).
+_JITTER = random.Random()
+
 DEFAULT_RETRIES = 2
 DEFAULT_BACKOFF = 1.0
 #: One wait between two download attempts is at most this long (seconds)...
@@ -288,7 +292,7 @@ def _backoff_delay(base: float, attempt: int, waited: float) -> float | None:
     remaining = MAX_TOTAL_WAIT - waited
     if remaining <= 0 and base > 0:
         return None
-    delay = min(MAX_BACKOFF, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    delay = min(MAX_BACKOFF, base * 2 ** (attempt - 1)) * _JITTER.uniform(0.5, 1.0)
     return max(0.0, min(delay, remaining))
 
 
