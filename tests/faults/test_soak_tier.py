@@ -1,7 +1,7 @@
 """The soak tier (`make soak`, deselected from `make test`): the heavier faults of
 RELIABILITY.md 5.3 beyond the quick tier, each bounded in time: F3, F6, F7 (immediate),
-F14, F15, F16 (a curated hostile corpus), F17, F18, F19. Faults without a scenario yet are
-listed by the soak runner's table.
+F14, F15, F16 (a curated hostile corpus, then schemathesis with every check), F17, F18,
+F19. Faults without a scenario yet are listed by the soak runner's table.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from tests.faults import schemathesis_run
 from tests.faults.conftest import require_restartable
 from tests.faults.harness import Call, FaultStack
 from tests.faults.scenario import emails_to, finish, launch
@@ -368,3 +370,49 @@ def test_f14_racing_commands_and_signals_keep_states_legal(
     wait_for(lambda: client.command(target.name, "stop").status in (202, 409), 30, "a stop")
     wait_for(lambda: live.state(target.name) == "stopped", 60, "the workflow to stop")
     finish(live, "F14", fault_seed, [target.name], fault_at, restarts=True)
+
+
+class ContractViolations(AssertionError):
+    """schemathesis checks other than "no 5xx" that failed (the document's known gaps)."""
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.xfail(
+    strict=True,
+    raises=ContractViolations,
+    reason="api/openapi.py under-documents what the views enforce (schemathesis 4.32.5, "
+    "seed 1): ST202 schema-valid requests refused with 400/422 (POST bounce `[]` or a "
+    "`messageId: ''`; trigger `{source: ''}`; validation decision 'reject' without "
+    "'comment'; _lineStart > 1e9 on the list endpoints; q/activity with control characters; "
+    "monitoring logs `level` not a log level; event `mobilePhone: ''`; definitions "
+    "consecutiveErrors 0 and a PUT body id other than the path's; commands Idempotency-Key "
+    "reused or not printable ASCII; messageTemplate content with an unknown key) and ST103 "
+    "GET messageTemplate `_lineStart=-1` answers an undocumented 400. No 5xx.",
+)
+def test_f16c_schemathesis_finds_no_5xx_and_no_schema_violation(
+    live: FaultStack, tmp_path: Path
+) -> None:
+    """Issue 8: schemathesis with every check against /openapi.json, an organization's
+    credentials and one live workflow pinned in the paths; bounded to ~4 minutes, one seed
+    (not one run per fault seed: the fuzzer has its own). A 5xx fails the test outright;
+    the other check failures are the declared (xfail) ones."""
+    rng = random.Random("f16c")
+    client = live.client(org_for(rng))
+    target = launch(live, client, "signal_wait", rng, trigger=False)
+    outcome = schemathesis_run.run(
+        live.api_base,
+        client.org,
+        client.api_key,
+        client.token,
+        tmp_path,
+        max_time=200,
+        max_examples=5,
+        pinned={"workflow_ref": target.name, "definition_id": target.name},
+    )
+    assert outcome.operations > 0, outcome.output[-4000:]
+    # Then no 5xx at all
+    assert not outcome.server_errors(), "\n".join(map(str, outcome.server_errors()))
+    # And no other check failed (each finding: operation, failure codes, report with curl)
+    if outcome.findings:
+        raise ContractViolations("\n\n".join(map(str, outcome.findings)))
+    assert outcome.returncode == 0, outcome.output[-4000:]
