@@ -91,10 +91,7 @@ def tasks(org: str, workflow_ref: str) -> dict[str, Any]:
       parameters:
         - lineCount
         - lineStart
-        - name: state
-          in: query
-          description: only tasks in this state
-          schema: {type: string, enum: [pending, running, waiting, held, done, failed, aborted]}
+        - taskState
         - {name: activity, in: query, description: this activity's only, schema: {type: string}}
         - {name: job, in: query, description: this job's only, schema: {type: string}}
       responses:

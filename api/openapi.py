@@ -553,6 +553,12 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "after 10 s). Errors are not kept: a retry after one runs again.",
         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
     },
+    "taskState": {
+        "name": "state",
+        "in": "query",
+        "description": "only tasks in this state",
+        "schema": {"type": "string", "enum": [state.value for state in TaskState]},
+    },
     "lineCount": {
         "name": "_lineCount",
         "in": "query",

@@ -1741,32 +1741,13 @@ class Engine:
 
     def retry(self, task_id: str) -> None:
         """Run a failed task again (the workflow leaves `error` if it was there)."""
-        effects = _Effects()
-        with self._transaction(effects) as s:
-            task = self._task(s, task_id)
-            workflow = self._workflow(s, task.workflow_id, lock=True)
-            if task.state != T.FAILED:
-                raise CommandRefused(f"only a failed task can be retried; it is {task.state}")
-            if workflow.state == W.ERROR:
-                set_workflow_state(
-                    s, workflow, W.STARTED, from_states=[W.ERROR], error_message=None
-                )
-            if workflow.state != W.STARTED:
-                raise CommandRefused(f"the workflow is {workflow.state}; resume it first")
-            set_task_state(s, task_id, task.workflow_id, T.FAILED, T.PENDING, reason=None)
-            self._log(
-                s,
-                task.workflow_id,
-                task.job_id,
-                task_id,
-                task.activity,
-                "info",
-                "retried by an operator",
-            )
-            effects.publish.append(
-                (self.definition(task.workflow_id, task.version, s), task.activity, task_id)
-            )
-        self._after_commit(effects)
+        self._run_again(
+            task_id,
+            T.FAILED,
+            "only a failed task can be retried",
+            "retried by an operator",
+            reason=None,
+        )
 
     def requeue(self, task_id: str) -> str:
         """Run a dead task again with its attempts reset (the workflow leaves `error`).
@@ -1774,30 +1755,37 @@ class Engine:
         The fencing token (`attempt`) keeps growing: only the count against
         CARILLON_MAX_ATTEMPTS starts over. Returns the task's new state, `pending`.
         """
+        self._run_again(
+            task_id,
+            T.DEAD,
+            "only a dead task can be requeued",
+            "requeued by an operator after {attempt} attempt(s); attempts reset",
+            reason="requeued by an operator",
+            error=None,
+            finished_at=None,
+            attempt_base=TASK.c.attempt - func.coalesce(TASK.c.fired, 0),
+        )
+        return T.PENDING.value
+
+    def _run_again(
+        self, task_id: str, from_state: TaskState, refusal: str, log_line: str, **values: Any
+    ) -> None:
+        """`from_state` -> pending, published after commit, for an operator's retry or requeue;
+        `log_line` may name the task's `{attempt}`."""
         effects = _Effects()
         with self._transaction(effects) as s:
             task = self._task(s, task_id)
             workflow = self._workflow(s, task.workflow_id, lock=True)
-            if task.state != T.DEAD:
-                raise CommandRefused(f"only a dead task can be requeued; it is {task.state}")
+            if task.state != from_state:
+                raise CommandRefused(f"{refusal}; it is {task.state}")
             if workflow.state == W.ERROR:
                 set_workflow_state(
                     s, workflow, W.STARTED, from_states=[W.ERROR], error_message=None
                 )
             if workflow.state != W.STARTED:
                 raise CommandRefused(f"the workflow is {workflow.state}; resume it first")
-            if not set_task_state(
-                s,
-                task_id,
-                task.workflow_id,
-                T.DEAD,
-                T.PENDING,
-                reason="requeued by an operator",
-                error=None,
-                finished_at=None,
-                attempt_base=TASK.c.attempt - func.coalesce(TASK.c.fired, 0),
-            ):
-                raise CommandRefused("the task is no longer dead")
+            if not set_task_state(s, task_id, task.workflow_id, from_state, T.PENDING, **values):
+                raise CommandRefused(f"the task is no longer {from_state}")
             self._log(
                 s,
                 task.workflow_id,
@@ -1805,13 +1793,12 @@ class Engine:
                 task_id,
                 task.activity,
                 "info",
-                f"requeued by an operator after {task.attempt} attempt(s); attempts reset",
+                log_line.format(attempt=task.attempt),
             )
             effects.publish.append(
                 (self.definition(task.workflow_id, task.version, s), task.activity, task_id)
             )
         self._after_commit(effects)
-        return T.PENDING.value
 
     def skip(self, task_id: str) -> None:
         """Mark a failed, dead, held, waiting or pending task done without running it; go on."""

@@ -10,6 +10,8 @@ import json
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -101,3 +103,13 @@ def finish(
             pytest.xfail(f"{fault} {invariant} (known bug): {reason}\n{verdict}")
         pytest.fail(f"{fault}: known bug no longer reproduces, remove the marker: {reason}")
     return verdict
+
+
+@contextmanager
+def slow_smtp(live: FaultStack, delay: float) -> Iterator[None]:
+    """The SMTP server takes `delay` s per message meanwhile, so a fault lands mid-delivery."""
+    live.servers.smtp.delay = delay
+    try:
+        yield
+    finally:
+        live.servers.smtp.delay = 0.0

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from tests.faults.conftest import require_restartable
 from tests.faults.harness import FaultStack
-from tests.faults.scenario import emails_to, finish, launch
+from tests.faults.scenario import emails_to, finish, launch, slow_smtp
 from tests.integration.conftest import wait_for
 from worker.models import Job, Workflow
 
@@ -35,8 +35,7 @@ def test_f1_a_worker_child_killed_mid_delivery_sends_nobody_twice(
     live: FaultStack, rng: random.Random, fault_seed: int
 ) -> None:
     client = live.client(org_for(rng))
-    live.servers.smtp.delay = 0.1
-    try:
+    with slow_smtp(live, 0.1):
         target = launch(live, client, "linear", rng)
         other = launch(live, client, "signal_wait", rng)
         # Given email1 running, some of its messages out
@@ -46,8 +45,6 @@ def test_f1_a_worker_child_killed_mid_delivery_sends_nobody_twice(
         fault_at = time.monotonic()
         live.kill_child(live.worker_pid_of(row))
         finish(live, "F1", fault_seed, [target.name, other.name], fault_at)
-    finally:
-        live.servers.smtp.delay = 0.0
     # Then the delivery ran again (attempt 2) and finished
     attempts = [r.attempt for r in live.tasks(target.name) if r.activity == "email1"]
     assert attempts == [2]
@@ -57,8 +54,7 @@ def test_f2_the_whole_worker_killed_and_restarted_loses_nothing(
     live: FaultStack, rng: random.Random, fault_seed: int
 ) -> None:
     client = live.client(org_for(rng))
-    live.servers.smtp.delay = 0.05
-    try:
+    with slow_smtp(live, 0.05):
         target = launch(live, client, "fork_join", rng)
         other = launch(live, client, "linear", rng)
         live.wait_running(target.name, "email1")
@@ -67,8 +63,6 @@ def test_f2_the_whole_worker_killed_and_restarted_loses_nothing(
         fault_at = time.monotonic()
         live.kill_worker(downtime=3.0)
         finish(live, "F2", fault_seed, [target.name, other.name], fault_at)
-    finally:
-        live.servers.smtp.delay = 0.0
     # Then the SMS branch (idempotent provider) reached every profile of the segment
     sms = [r for r in live.tasks(target.name) if r.activity == "sms1"]
     assert [r.state for r in sms] == ["done"]
@@ -78,8 +72,7 @@ def test_f4_a_frozen_worker_resumed_after_its_lease_is_fenced_out(
     live: FaultStack, rng: random.Random, fault_seed: int
 ) -> None:
     client = live.client(org_for(rng))
-    live.servers.smtp.delay = 0.1
-    try:
+    with slow_smtp(live, 0.1):
         target = launch(live, client, "linear", rng)
         row = live.wait_running(target.name, "email1")
         wait_for(lambda: emails_to(live, target.segment) >= 5, 60, "5 emails out")
@@ -90,8 +83,6 @@ def test_f4_a_frozen_worker_resumed_after_its_lease_is_fenced_out(
         with live.frozen(zombie):
             live.wait_running(target.name, "email1", attempt=2, timeout=60)
         finish(live, "F4", fault_seed, [target.name], fault_at)
-    finally:
-        live.servers.smtp.delay = 0.0
     assert [r.attempt for r in live.tasks(target.name) if r.activity == "email1"] == [2]
 
 
@@ -100,8 +91,7 @@ def test_f5_a_redis_restart_mid_run_is_survived(
 ) -> None:
     require_restartable(live)
     client = live.client(org_for(rng))
-    live.servers.smtp.delay = 0.05
-    try:
+    with slow_smtp(live, 0.05):
         target = launch(live, client, "fork_join", rng)
         signal_wait = launch(live, client, "signal_wait", rng, trigger=False)
         live.wait_running(target.name, "email1")
@@ -112,8 +102,6 @@ def test_f5_a_redis_restart_mid_run_is_survived(
         answer = client.trigger(signal_wait.name, "signal1", {"segmentCode": signal_wait.segment})
         assert answer.status == 202, answer
         finish(live, "F5", fault_seed, [target.name, signal_wait.name], fault_at)
-    finally:
-        live.servers.smtp.delay = 0.0
     ends = [r for r in live.tasks(signal_wait.name) if r.activity == "end1"]
     assert [r.state for r in ends] == ["done"]
 
@@ -123,8 +111,7 @@ def test_f7_a_postgres_restart_mid_run_answers_503_and_loses_nothing(
 ) -> None:
     require_restartable(live)
     client = live.client(org_for(rng))
-    live.servers.smtp.delay = 0.05
-    try:
+    with slow_smtp(live, 0.05):
         target = launch(live, client, "linear", rng)
         waiting = launch(live, client, "signal_wait", rng, trigger=False)
         live.wait_running(target.name, "email1")
@@ -141,8 +128,6 @@ def test_f7_a_postgres_restart_mid_run_answers_503_and_loses_nothing(
         assert all(a.headers.get("Retry-After") for a in during), [a.headers for a in during]
         assert not any("Traceback" in str(a.body) for a in during)
         finish(live, "F7", fault_seed, [target.name, waiting.name], fault_at)
-    finally:
-        live.servers.smtp.delay = 0.0
     # The refused trigger started nothing; the delivery finished once after the restart
     assert [r.state for r in live.tasks(waiting.name)] == ["waiting"]
     assert live.state(target.name) == "finished"
@@ -177,8 +162,7 @@ def test_f11_duplicate_messages_of_a_running_delivery_send_nothing_twice(
     live: FaultStack, rng: random.Random, fault_seed: int
 ) -> None:
     client = live.client(org_for(rng))
-    live.servers.smtp.delay = 0.05
-    try:
+    with slow_smtp(live, 0.05):
         target = launch(live, client, "linear", rng)
         row = live.wait_running(target.name, "email1")
         fault_at = time.monotonic()
@@ -190,8 +174,6 @@ def test_f11_duplicate_messages_of_a_running_delivery_send_nothing_twice(
             "carillon.run_activity", args=(row.id, {}), task_id=row.id, queue=queue
         )
         finish(live, "F11", fault_seed, [target.name], fault_at)
-    finally:
-        live.servers.smtp.delay = 0.0
     # Then both copies were refused by the claim: one attempt, 30 messages, each once
     assert [r.attempt for r in live.tasks(target.name) if r.activity == "email1"] == [1]
     assert emails_to(live, target.segment) == 30

@@ -21,7 +21,7 @@ import pytest
 from tests.faults import schemathesis_run
 from tests.faults.conftest import require_restartable
 from tests.faults.harness import Call, FaultStack
-from tests.faults.scenario import emails_to, finish, launch
+from tests.faults.scenario import emails_to, finish, launch, slow_smtp
 from tests.faults.test_quick_tier import org_for
 from tests.faults.workload import seed_segment, unique
 from tests.integration.conftest import wait_for
@@ -33,8 +33,7 @@ def test_f3_a_warm_shutdown_mid_delivery_loses_nothing(
     live: FaultStack, rng: random.Random, fault_seed: int
 ) -> None:
     client = live.client(org_for(rng))
-    live.servers.smtp.delay = 0.1
-    try:
+    with slow_smtp(live, 0.1):
         target = launch(live, client, "linear", rng)
         live.wait_running(target.name, "email1")
         wait_for(lambda: emails_to(live, target.segment) >= 5, 60, "5 emails out")
@@ -43,8 +42,6 @@ def test_f3_a_warm_shutdown_mid_delivery_loses_nothing(
         live.kill("w1", signal.SIGTERM)
         live.start_worker("w1")
         finish(live, "F3", fault_seed, [target.name], fault_at)
-    finally:
-        live.servers.smtp.delay = 0.0
 
 
 def test_f6_a_redis_crash_mid_run_is_survived(
@@ -52,8 +49,7 @@ def test_f6_a_redis_crash_mid_run_is_survived(
 ) -> None:
     require_restartable(live)
     client = live.client(org_for(rng))
-    live.servers.smtp.delay = 0.05
-    try:
+    with slow_smtp(live, 0.05):
         target = launch(live, client, "fork_join", rng)
         live.wait_running(target.name, "email1")
         # When Redis is SIGKILLed mid-run (AOF everysec: up to a second lost) (F6)
@@ -61,8 +57,6 @@ def test_f6_a_redis_crash_mid_run_is_survived(
         live.restart_redis(crash=True, downtime=2.0)
         # The worker reconnects; a message lost with the crash is republished from the DB.
         finish(live, "F6", fault_seed, [target.name], fault_at)
-    finally:
-        live.servers.smtp.delay = 0.0
 
 
 def test_f7b_a_postgres_crash_mid_run_recovers_committed_state(
@@ -70,8 +64,7 @@ def test_f7b_a_postgres_crash_mid_run_recovers_committed_state(
 ) -> None:
     require_restartable(live)
     client = live.client(org_for(rng))
-    live.servers.smtp.delay = 0.05
-    try:
+    with slow_smtp(live, 0.05):
         target = launch(live, client, "fork_join", rng)
         live.wait_running(target.name, "email1")
         # When PostgreSQL stops with -m immediate (crash recovery at restart) mid-run (F7)
@@ -80,8 +73,6 @@ def test_f7b_a_postgres_crash_mid_run_recovers_committed_state(
             during = client.call("GET", f"/workflow/execution/{target.name}")
         assert during.status == 503 and during.headers.get("Retry-After"), during
         finish(live, "F7", fault_seed, [target.name], fault_at)
-    finally:
-        live.servers.smtp.delay = 0.0
 
 
 def test_f15_an_api_flood_gets_429_never_5xx(
