@@ -12,15 +12,12 @@ from api.context import caller, carillon
 from api.errors import ApiError
 from worker.errors import NotFound
 from worker.models import Job, LogLine, Task
-from worker.states import TaskState
+from worker.states import EXPLAINED_TASK_STATES, TaskState
 
 bp = Blueprint("history", __name__)
 
 EXECUTION = "/<org>/campaign/workflow/execution/<workflow_ref>"
 #: Task states an operator wants explained (engine.explain says why the task is there).
-EXPLAINED = frozenset(
-    {TaskState.PENDING, TaskState.WAITING, TaskState.HELD, TaskState.FAILED, TaskState.DEAD}
-)
 TASK_STATES = frozenset(state.value for state in TaskState)
 
 
@@ -119,7 +116,7 @@ def tasks(org: str, workflow_ref: str) -> dict[str, Any]:
         listed = pages.page(s, stmt.order_by(Task.created_at, Task.id), lambda row: row)
     # Outside the session: explain() opens its own (SQLite has one writer at a time).
     listed["content"] = [
-        render.task(row, app.engine.explain(row.id) if row.state in EXPLAINED else None)
+        render.task(row, app.engine.explain(row.id) if row.state in EXPLAINED_TASK_STATES else None)
         for row in listed["content"]
     ]
     return listed

@@ -25,6 +25,7 @@ from worker import monitoring, monitoring_workers
 from worker.errors import NotFound
 from worker.messaging import VALIDATION_STATES
 from worker.models import Organization, Workflow
+from worker.states import EXPLAINED_TASK_STATES
 from worker.technical import install
 
 bp = Blueprint("monitoring", __name__)
@@ -268,7 +269,7 @@ def tasks(org: str, workflow_ref: str) -> dict[str, Any]:
     # Outside the session: explain() opens its own (SQLite has one writer at a time).
     listed["content"] = [
         monitoring.task_item(
-            row, app.engine.explain(row.id) if row.state in monitoring.EXPLAINED else None
+            row, app.engine.explain(row.id) if row.state in EXPLAINED_TASK_STATES else None
         )
         for row in listed["content"]
     ]

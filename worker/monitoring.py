@@ -27,7 +27,6 @@ ACTIVE = tuple(sorted(state.value for state in ACTIVE_TASK_STATES))
 #: A job's state, derived from its tasks (jobs have no state column).
 JOB_STATES = ("running", "failed", "aborted", "done")
 #: Task states whose "why" the engine explains (engine.explain).
-EXPLAINED = frozenset({TaskState.PENDING, TaskState.WAITING, TaskState.HELD})
 MAX_THROUGHPUT_MINUTES = 1440
 MAX_BUCKETS = 120
 

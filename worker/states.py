@@ -33,6 +33,8 @@ W, T = WorkflowState, TaskState
 OPEN_WORKFLOW_STATES = frozenset({W.STARTED, W.PAUSED, W.ERROR})
 #: Tasks that keep a workflow started.
 ACTIVE_TASK_STATES = frozenset({T.PENDING, T.RUNNING, T.WAITING, T.HELD})
+#: Tasks whose row gets a "why" text (Engine.explain): why waiting, held or not running.
+EXPLAINED_TASK_STATES = frozenset({T.PENDING, T.RUNNING, T.WAITING, T.HELD, T.FAILED, T.DEAD})
 #: Tasks that will not change again.
 READY_TASK_STATES = frozenset({T.DONE, T.ABORTED})
 #: Tasks stopped until an operator acts (resume, retry or requeue, skip, stop): neither

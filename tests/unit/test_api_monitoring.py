@@ -265,6 +265,8 @@ def test_tasks_newest_first_with_why_filters_and_paging(rest: Rest) -> None:
     assert len(waiting) == 1 and "timer is due at" in waiting[0]["why"]
     failed = get(rest, f"{API}/acme/workflows/failing/tasks?state=failed")["content"]
     assert failed[0]["error"] and "never" in failed[0]["error"]
+    # the same "why" texts as the history API (one set of explained states)
+    assert failed[0]["why"].startswith("failed: ") and "resume or retry" in failed[0]["why"]
 
     only_end = get(rest, f"{API}/acme/workflows/sig/tasks?activity=end1")
     assert only_end["count"] == 3 and {t["activity"] for t in only_end["content"]} == {"end1"}
