@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ def migrate() -> None:
     help="Worker processes.",
 )
 def up(port: int | None, concurrency: int) -> None:
-    """Run API, worker and beat as child processes until Ctrl-C."""
+    """Run API, worker and beat as child processes until Ctrl-C or SIGTERM."""
     from worker import stack
 
     runtime = _runtime_with_technical()
@@ -76,6 +77,18 @@ def up(port: int | None, concurrency: int) -> None:
     console.print(f"monitoring page on http://{settings.api_host}:{port}/monitoring")
     console.print(f"database {settings.database_url}  broker {settings.broker_url}")
     console.print(f"logs in {Path(settings.home) / 'logs'}; Ctrl-C stops everything")
+    # The children run in their own sessions (a Ctrl-C reaches only us, and we stop them in
+    # order), so a supervisor's SIGTERM or a closed terminal must be turned into that same
+    # stop: by default either would end this process and orphan all of them.
+    # A signal we were started with ignored stays ignored (nohup's SIGHUP, a background
+    # job's SIGINT): that was the caller's choice.
+    stop_on = [
+        signum
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    ]
+    for signum in stop_on:
+        signal.signal(signum, _interrupt)
     try:
         while not procs.dead():
             time.sleep(0.5)
@@ -83,8 +96,14 @@ def up(port: int | None, concurrency: int) -> None:
     except KeyboardInterrupt:
         console.print("stopping...")
     finally:
+        for signum in stop_on:
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
         procs.stop()
     sys.exit(0)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 @main.command()
