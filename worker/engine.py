@@ -47,6 +47,7 @@ from worker.states import ACTIVE_TASK_STATES, TaskState, WorkflowState
 from worker.transitions import (
     TASK,
     claim_task,
+    complete_and_create,
     complete_task,
     record_new_task,
     set_task_state,
@@ -430,18 +431,26 @@ class Engine:
         if outcome.park is not None:
             self._park(s, claimed, outcome, out_vars, out_counts, ctx, effects)
             return False
-        if not complete_task(
+        activity = definition.activity(claimed.activity)
+        targets = (
+            None if outcome.terminate else self._targets(definition, activity, outcome.outlets)
+        )
+        # The common case, successors that are plain tasks, writes the completion together
+        # with their rows and the events (one round trip on PostgreSQL). Joins read the
+        # database, ends and pauses change the workflow: those complete first, as written.
+        folded = targets is not None and not any(definition.type_of(t).joins for t in targets)
+        outlets = list(outcome.outlets)
+        if not folded and not complete_task(
             s,
             claimed.task_id,
             claimed.workflow_id,
             claimed.attempt,
-            outlets=list(outcome.outlets),
+            outlets=outlets,
             vars=out_vars,
             counts=out_counts,
             events=effects.events,
         ):
             raise _Fenced
-        activity = definition.activity(claimed.activity)
         self._write_logs(
             s, claimed.workflow_id, claimed.job_id, claimed.task_id, activity.name, ctx.logs
         )
@@ -449,7 +458,6 @@ class Engine:
         if outcome.terminate:
             self._terminate(s, claimed.workflow_id, claimed.task_id, activity.name)
             return False
-        targets = self._targets(definition, activity, outcome.outlets)
         if targets is None:
             self._log(
                 s,
@@ -462,6 +470,7 @@ class Engine:
             )
             self._pause(s, self._workflow(s, claimed.workflow_id))
             return False
+        rows: list[dict[str, Any]] | None = [] if folded else None
         created = self._activate(
             s,
             definition,
@@ -477,7 +486,20 @@ class Engine:
             effects,
             inputs=self._inputs_for(activity, outcome, claimed.inputs),
             passed=claimed.inputs,
+            rows=rows,
         )
+        if rows is not None and not complete_and_create(
+            s,
+            claimed.task_id,
+            claimed.workflow_id,
+            claimed.attempt,
+            outlets=outlets,
+            vars=out_vars,
+            counts=out_counts,
+            rows=rows,
+            events=effects.events,
+        ):
+            raise _Fenced
         pending_chained = {tid for tid, state in created.items() if state == T.PENDING} & set(
             chained.values()
         )
@@ -680,11 +702,13 @@ class Engine:
         *,
         inputs: Mapping[str, dict[str, Any]] | None = None,
         passed: dict[str, Any] | None = None,
+        rows: list[dict[str, Any]] | None = None,
     ) -> dict[str, str]:
         """Create the successors' rows (or join arrivals); returns {task id: state}.
 
         `inputs` gives some targets what their transition carries; the others get
-        `passed` (the predecessor's own inputs) unchanged.
+        `passed` (the predecessor's own inputs) unchanged. With `rows`, the new task rows
+        are appended there for the caller to write (no join among the targets then).
         """
         created: dict[str, str] = {}
         # A target reached by several fired outlets runs once, with everything they carry.
@@ -722,6 +746,7 @@ class Engine:
                 chained.get(target),
                 effects,
                 inputs=target_inputs,
+                rows=rows,
             )
             created[task_id] = state
         return created
@@ -742,7 +767,9 @@ class Engine:
         *,
         listener_entry: bool = False,
         inputs: dict[str, Any] | None = None,
+        rows: list[dict[str, Any]] | None = None,
     ) -> tuple[str, str]:
+        """A successor's row (written now, or appended to `rows` for the caller to write)."""
         activity = definition.activity(activity_name)
         kind = definition.type_of(activity_name)
         now = utcnow()
@@ -760,37 +787,37 @@ class Engine:
                 activation.due_at,
             )
         task_id = chained_id if (chained_id and state == T.PENDING) else new_id()
-        record_new_task(
-            s,
-            {
-                "id": task_id,
-                "workflow_id": workflow_id,
-                "job_id": job_id,
-                "parent_id": parent_id,
-                "activity": activity_name,
-                "activity_type": activity.type,
-                "version": version,
-                "state": state,
-                "attempt": 0,
-                "vars": vars,
-                "counts": counts,
-                "outlets": None,
-                "inputs": inputs or None,
-                "progress": None,
-                "reason": reason,
-                "error": None,
-                "created_at": now,
-                "updated_at": now,
-                "started_at": None,
-                "finished_at": now if state in (T.ABORTED, T.DONE) else None,
-                "heartbeat_at": None,
-                "due_at": due_at,
-                "fired": 0,
-                "last_trigger_at": None,
-                "worker": None,
-            },
-            effects.events,
-        )
+        row = {
+            "id": task_id,
+            "workflow_id": workflow_id,
+            "job_id": job_id,
+            "parent_id": parent_id,
+            "activity": activity_name,
+            "activity_type": activity.type,
+            "version": version,
+            "state": state,
+            "attempt": 0,
+            "vars": vars,
+            "counts": counts,
+            "outlets": None,
+            "inputs": inputs or None,
+            "progress": None,
+            "reason": reason,
+            "error": None,
+            "created_at": now,
+            "updated_at": now,
+            "started_at": None,
+            "finished_at": now if state in (T.ABORTED, T.DONE) else None,
+            "heartbeat_at": None,
+            "due_at": due_at,
+            "fired": 0,
+            "last_trigger_at": None,
+            "worker": None,
+        }
+        if rows is None:
+            record_new_task(s, row, effects.events)
+        else:
+            rows.append(row)
         if state == T.PENDING and not chained_id:
             effects.publish.append((definition, activity_name, task_id))
         return task_id, state

@@ -16,6 +16,10 @@ from worker.db import make_engine, make_session_factory
 from worker.engine import Dispatcher, Engine
 
 _lock = threading.Lock()
+#: Worker connections are pinged at checkout only after this many idle seconds (worker.db):
+#: a task's transactions follow each other within milliseconds, a ping each is one round
+#: trip in every three or four of a quick activity.
+PING_IDLE_AFTER = 1.0
 _state: dict[str, Any] = {}
 
 
@@ -43,7 +47,7 @@ def _unlocked_db() -> SAEngine:
         current = settings()
         if current.database_url.startswith("sqlite"):
             Path(current.home).mkdir(parents=True, exist_ok=True)
-        _state["db"] = make_engine(current.database_url)
+        _state["db"] = make_engine(current.database_url, ping_idle_after=PING_IDLE_AFTER)
     return _state["db"]
 
 
