@@ -8,6 +8,7 @@ bounded in time and polls the database or the servers, never sleeps for a race.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -349,6 +350,29 @@ class FaultStack(Stack):
         for folder in (self.servers.redis.folder, self.servers.pg.folder):
             files.extend(sorted(folder.glob("*.log")))
         return files
+
+
+def faketime_env(clock: str, zone: str | None = None) -> dict[str, str]:
+    """Environment that runs a process, and the children it forks, on a fake wall clock.
+
+    `clock` is libfaketime's FAKETIME: '+60s' / '-30s' offsets from the real clock (what every
+    process started with it agrees on), '@2026-03-29 01:59:50' a start instant. Monotonic
+    clocks stay real (DONT_FAKE_MONOTONIC), so timeouts and sleeps are not skewed; PostgreSQL
+    and Redis are not started with it and keep the real time.
+    """
+    import libfaketime
+
+    _reload, preload = libfaketime.get_reload_information()
+    env = {key: str(value) for key, value in preload.items()}
+    env.update(FAKETIME=clock, DONT_FAKE_MONOTONIC="1")
+    if zone is not None:
+        env["TZ"] = zone
+    return env
+
+
+def offset_to(instant: dt.datetime) -> str:
+    """FAKETIME offset (whole seconds) that puts the clock at `instant` now."""
+    return f"{round(instant.timestamp() - time.time()):+d}"
 
 
 def timed(action: Callable[[], Any]) -> tuple[Any, float]:

@@ -300,9 +300,25 @@ def technical_fires(stack: FaultStack, name: str | None = None) -> list[Any]:
         return list(s.execute(stmt).all())
 
 
-def _i6_periodic(stack: FaultStack, verdict: Verdict) -> None:
-    """One fire per (name, slot) (the key), a job for every started fire, no other job."""
+def _i6_periodic(stack: FaultStack, verdict: Verdict, settle: float = 15.0) -> None:
+    """One fire per (name, slot) (the key), a job for every started fire, no other job.
+
+    A fire sent just before the scenario settled may have committed its row and not yet
+    applied its start command (the fire task applies it right after, or the tick does):
+    that run is on its way, so the count is read again, for at most `settle` seconds.
+    """
     verdict.checked.append("I6")
+    deadline = time.monotonic() + settle
+    problems = _i6_problems(stack)
+    while problems and time.monotonic() < deadline:
+        time.sleep(0.2)
+        problems = _i6_problems(stack)
+    for problem in problems:
+        verdict.add("I6", problem)
+
+
+def _i6_problems(stack: FaultStack) -> list[str]:
+    problems = []
     fires = technical_fires(stack)
     with stack.sessions() as s:
         org_id = install.ensure_installed(s)
@@ -317,13 +333,14 @@ def _i6_periodic(stack: FaultStack, verdict: Verdict) -> None:
     started = Counter(name for name, _slot, outcome, _sends in fires if outcome == "started")
     for name, count in started.items():
         if jobs.get(name, 0) != count:
-            verdict.add("I6", f"{name}: {count} started fire(s) but {jobs.get(name, 0)} job(s)")
+            problems.append(f"{name}: {count} started fire(s) but {jobs.get(name, 0)} job(s)")
     for name, count in jobs.items():
         if name not in started and count:
-            verdict.add("I6", f"{name}: {count} job(s) without a started fire")
+            problems.append(f"{name}: {count} job(s) without a started fire")
     unsent = [(n, str(slot)) for n, slot, outcome, _sends in fires if not outcome]
     if unsent:
-        verdict.add("I6", f"fires without an outcome (half-done): {unsent[:5]}")
+        problems.append(f"fires without an outcome (half-done): {unsent[:5]}")
+    return problems
 
 
 def _in_outage(stack: FaultStack, call: Call, grace: float = 5.0) -> bool:
