@@ -13,6 +13,12 @@ from worker.config import Settings
 from worker.queues import CONTROL_QUEUE, QUEUES
 from worker.technical import beat as technical
 
+#: Seconds beat's clock may lag a worker's before beat's periodic messages reach it expired:
+#: celery's `expires` is an instant on the sender's clock, so a short one (the tick's was 5 s)
+#: turns a small clock skew into every tick dropped (RELIABILITY.md F10). Ticks are idempotent;
+#: a backlog after an outage costs a few queries each.
+CLOCK_SKEW_TOLERANCE = 300
+
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app with the baseline of RELIABILITY.md: JSON only, late acks, no prefetch."""
@@ -65,13 +71,19 @@ def create_celery(settings: Settings) -> Celery:
             "carillon-tick": {
                 "task": "carillon.tick",
                 "schedule": timedelta(seconds=settings.tick_seconds),
-                "options": {"queue": CONTROL_QUEUE, "expires": max(settings.tick_seconds * 5, 5)},
+                "options": {
+                    "queue": CONTROL_QUEUE,
+                    "expires": max(settings.tick_seconds * 5, CLOCK_SKEW_TOLERANCE),
+                },
             },
             # Safety net of transactional events: pending ones whose message was lost.
             "carillon-events-sweep": {
                 "task": "carillon.sweep_events",
                 "schedule": timedelta(seconds=settings.republish_seconds),
-                "options": {"queue": CONTROL_QUEUE, "expires": settings.republish_seconds},
+                "options": {
+                    "queue": CONTROL_QUEUE,
+                    "expires": max(settings.republish_seconds, CLOCK_SKEW_TOLERANCE),
+                },
             },
             **(
                 technical.beat_entries(settings.technical_refresh, settings.technical_every)
