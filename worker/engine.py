@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import definitions, registry
+from worker import dbclock, definitions, registry
 from worker.activities.base import Activity, ActivityType, Context, Outcome, SignalRequest
 from worker.config import Settings
 from worker.db import utcnow
@@ -204,11 +204,13 @@ class Engine:
     def run(self, task_id: str, chained: dict[str, str] | None = None) -> RunResult:
         """Claim, execute and complete one task; idempotent for duplicate messages."""
         chained = chained or {}
-        now = utcnow()
         effects = _Effects()
         error: Exception | None = None
         try:
             with self._transaction(effects) as s:
+                # Leases are judged by the database's clock: a worker whose clock runs ahead
+                # must not see a live task's heartbeat as stale (F10).
+                now = dbclock.now(s)
                 claimed = self._claim(s, task_id, now, effects.events)
                 if claimed is None:
                     return self._refuse_claim(s, task_id)
@@ -1315,7 +1317,8 @@ class Engine:
             name = self._signal_name(definition, activity)
             declared = definition.activity(name).options.get("parameters", {})
             values = coerce(declared, parameters)
-            now = utcnow()
+            # The minimum interval by the database's clock: API hosts' clocks may disagree.
+            now = dbclock.now(s)
             interval = self.settings.signal_min_interval
             if interval:
                 last = s.execute(
@@ -1462,8 +1465,9 @@ class Engine:
     def tick(self) -> dict[str, int]:
         """Apply lost commands, fire due timers, reap dead runs, republish lost messages."""
         report = {"commands": 0, "timers": 0, "reaped": 0, "republished": 0}
-        now = utcnow()
         with self.session() as s:
+            # Heartbeats and timers are judged by the database's clock, whichever host ticks.
+            now = dbclock.now(s)
             pending_commands = s.scalars(
                 select(Command.workflow_id).where(Command.state == "pending").distinct()
             ).all()
@@ -1665,7 +1669,7 @@ class Engine:
         make it dead and suspend its workflow in error until an operator requeues it."""
         effects = _Effects()
         with self._transaction(effects) as s:
-            now = utcnow()
+            now = dbclock.now(s)
             row = s.execute(
                 select(
                     Task.workflow_id,

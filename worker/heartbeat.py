@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.db import utcnow
+from worker import dbclock
 from worker.models import Task
 from worker.outage import is_outage
 
@@ -66,7 +66,7 @@ class Heartbeat:
                 continue
             try:
                 with self._session_factory() as session, session.begin():
-                    now = utcnow()
+                    now = dbclock.now(session)  # compared with leases by other hosts
                     for task_id, attempt in beats:
                         values: dict[str, Any] = {"heartbeat_at": now}
                         if task_id in progress:
