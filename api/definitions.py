@@ -157,14 +157,14 @@ def put_definition(org: str, definition_id: str) -> dict[str, Any]:
     put:
       summary: Save a new version of a workflow's definition
       description: >
-        The body's `id` must be the workflow's or absent. A started workflow keeps running
-        the version it was started with until it is started again.
+        The body's `id` must be the workflow's or absent (400 otherwise). A started workflow
+        keeps running the version it was started with until it is started again.
       tags: [definitions]
       requestBody:
         required: true
         content:
           application/json:
-            schema: {$ref: '#/components/schemas/Definition'}
+            schema: {$ref: '#/components/schemas/DefinitionUpdate'}
       responses:
         200:
           description: saved as the newest version

@@ -149,6 +149,22 @@ def _on_unexpected(exc: BaseException) -> Response:
     return error_response(500, "internalError", INTERNAL_MESSAGE)
 
 
+#: psycopg2's refusal of a NUL character in a string parameter (PostgreSQL's text cannot hold
+#: one): raised while the statement is sent, so its transaction rolls back, nothing done.
+NUL_REFUSED = "cannot contain NUL (0x00) characters"
+
+
+def _on_value_error(exc: ValueError) -> Response:
+    if NUL_REFUSED not in str(exc):
+        return _on_unexpected(exc)
+    return error_response(
+        400,
+        "badRequest",
+        "a string holds a NUL character (\\u0000), which the database cannot store; "
+        "nothing was done",
+    )
+
+
 def _on_database_error(exc: Exception) -> Response:
     if not is_outage(exc):
         return _on_unexpected(exc)
@@ -171,4 +187,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, _on_http_error)
     for database_error in (sa_exc.DBAPIError, sa_exc.DisconnectionError, sa_exc.TimeoutError):
         app.register_error_handler(database_error, _on_database_error)
+    app.register_error_handler(ValueError, _on_value_error)
     app.register_error_handler(Exception, _on_unexpected)

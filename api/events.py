@@ -115,6 +115,7 @@ def bounce(org: str) -> dict[str, Any]:
               oneOf:
                 - {$ref: '#/components/schemas/Bounce'}
                 - type: array
+                  minItems: 1
                   maxItems: 1000
                   items: {$ref: '#/components/schemas/Bounce'}
       responses:

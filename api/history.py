@@ -19,6 +19,8 @@ bp = Blueprint("history", __name__)
 EXECUTION = "/<org>/campaign/workflow/execution/<workflow_ref>"
 #: Task states an operator wants explained (engine.explain says why the task is there).
 TASK_STATES = frozenset(state.value for state in TaskState)
+#: Longest text filter (activity, job, level) accepted in a query string.
+MAX_FILTER = 200
 
 
 @bp.get(f"{EXECUTION}/jobs")
@@ -89,8 +91,14 @@ def tasks(org: str, workflow_ref: str) -> dict[str, Any]:
         - lineCount
         - lineStart
         - taskState
-        - {name: activity, in: query, description: this activity's only, schema: {type: string}}
-        - {name: job, in: query, description: this job's only, schema: {type: string}}
+        - name: activity
+          in: query
+          description: this activity's only
+          schema: {type: string, maxLength: 200, pattern: '^[^\\x00-\\x1f]*$'}
+        - name: job
+          in: query
+          description: this job's only
+          schema: {type: string, maxLength: 200, pattern: '^[^\\x00-\\x1f]*$'}
       responses:
         200:
           description: a page of tasks
@@ -104,14 +112,16 @@ def tasks(org: str, workflow_ref: str) -> dict[str, Any]:
     state = request.args.get("state")
     if state is not None and state not in TASK_STATES:
         raise ApiError(400, f"state must be one of {', '.join(sorted(TASK_STATES))}")
+    activity = pages.text_filter("activity", MAX_FILTER)
+    job_id = pages.text_filter("job", MAX_FILTER)
     with app.sessions() as s:
         workflow = app.engine.find_workflow(s, who.org_id, workflow_ref)
         stmt = select(Task).where(Task.workflow_id == workflow.id)
         if state is not None:
             stmt = stmt.where(Task.state == state)
-        if (activity := request.args.get("activity")) is not None:
+        if activity is not None:
             stmt = stmt.where(Task.activity == activity)
-        if (job_id := request.args.get("job")) is not None:
+        if job_id is not None:
             stmt = stmt.where(Task.job_id == job_id)
         listed = pages.page(s, stmt.order_by(Task.created_at, Task.id), lambda row: row)
     # Outside the session: explain() opens its own (SQLite has one writer at a time).
@@ -135,7 +145,7 @@ def logs(org: str, workflow_ref: str) -> dict[str, Any]:
         - name: level
           in: query
           description: only lines of this level
-          schema: {type: string, example: warning}
+          schema: {type: string, maxLength: 200, pattern: '^[^\\x00-\\x1f]*$', example: warning}
       responses:
         200:
           description: a page of log lines
@@ -146,9 +156,10 @@ def logs(org: str, workflow_ref: str) -> dict[str, Any]:
         404: {$ref: '#/components/responses/NotFound'}
     """
     app, who = carillon(), caller()
+    level = pages.text_filter("level", MAX_FILTER)
     with app.sessions() as s:
         workflow = app.engine.find_workflow(s, who.org_id, workflow_ref)
         stmt = select(LogLine).where(LogLine.workflow_id == workflow.id)
-        if (level := request.args.get("level")) is not None:
+        if level is not None:
             stmt = stmt.where(LogLine.level == level)
         return pages.page(s, stmt.order_by(LogLine.id), render.log_line)

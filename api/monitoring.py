@@ -171,7 +171,7 @@ def workflows(org: str) -> dict[str, Any]:
         - name: q
           in: query
           description: case-insensitive substring of the id or the label (at most 200 characters)
-          schema: {type: string, maxLength: 200}
+          schema: {type: string, maxLength: 200, pattern: '^[^\\x00-\\x1f]*$'}
       responses:
         200:
           description: a page of workflows
@@ -249,8 +249,14 @@ def tasks(org: str, workflow_ref: str) -> dict[str, Any]:
         - lineCount
         - lineStart
         - taskState
-        - {name: activity, in: query, description: this activity's only, schema: {type: string}}
-        - {name: jobId, in: query, description: this job's only, schema: {type: string}}
+        - name: activity
+          in: query
+          description: this activity's only
+          schema: {type: string, maxLength: 64, pattern: '^[^\\x00-\\x1f]*$'}
+        - name: jobId
+          in: query
+          description: this job's only
+          schema: {type: string, maxLength: 36, pattern: '^[^\\x00-\\x1f]*$'}
       responses:
         200:
           description: a page of tasks
@@ -287,12 +293,15 @@ def logs(org: str, workflow_ref: str) -> dict[str, Any]:
         - lineCount
         - lineStart
         - {name: level, in: query, description: 'only this level (info, warning, error...)',
-           schema: {type: string, maxLength: 8}}
-        - {name: taskId, in: query, description: this task's only, schema: {type: string}}
+           schema: {type: string, pattern: '^[A-Za-z]{1,8}$'}}
+        - name: taskId
+          in: query
+          description: this task's only
+          schema: {type: string, maxLength: 36, pattern: '^[^\\x00-\\x1f]*$'}
         - name: q
           in: query
           description: case-insensitive substring of the message (at most 200 characters)
-          schema: {type: string, maxLength: 200}
+          schema: {type: string, maxLength: 200, pattern: '^[^\\x00-\\x1f]*$'}
       responses:
         200:
           description: a page of log lines

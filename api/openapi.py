@@ -19,8 +19,9 @@ from flask import Blueprint, Flask, current_app
 from api.auth import is_public
 from api.bodies import MAX_DEPTH
 from api.monitoring_schemas import MONITORING_SCHEMAS
-from api.pages import DEFAULT_LINE_COUNT, MAX_LINE_COUNT
+from api.pages import DEFAULT_LINE_COUNT, MAX_LINE_COUNT, MAX_LINE_START
 from api.ratelimit import EXEMPT_ENDPOINTS
+from worker.activities.base import ERROR_POLICIES
 from worker.messaging import EVENT_STATUSES, VALIDATION_STATES
 from worker.states import TaskState
 
@@ -43,6 +44,10 @@ PATH_PARAMETERS = {
     "task_id": "the task's id (`carillon workflow tasks`, or the tasks resource)",
     "filename": "a file of the monitoring page (`.js`, `.css` or `.svg`), such as js/main.js",
 }
+
+
+#: Path parameters a view refuses with 400 (not 404) when malformed: their pattern.
+PATH_PATTERNS = {"event_type": "^[A-Za-z0-9_]{1,64}$"}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -98,6 +103,27 @@ RESPONSES: dict[str, dict[str, Any]] = {
 _LINK = {"type": "object", "properties": {"href": {"type": "string", "format": "uri"}}}
 _ANY_OBJECT = {"type": "object", "additionalProperties": True}
 _NULLABLE_TIME = {"type": "string", "format": "date-time", "nullable": True}
+# Patterns of what the views accept, so that the document refuses what they refuse (a
+# schema-valid request must never get a 400). White space is spelled out: the views strip
+# Python's (str.isspace), which is not ECMA's `\s` (\x1c-\x1f, \x85), and validators and
+# generators use either. A `pattern` searches: NOT_BLANK means "something not white".
+SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = f"[^{SPACE}]"
+_CONTROL = r"\x00-\x1f\x7f"
+#: A string the views strip, then refuse when blank or holding a control character.
+STRIPPED_PRINTABLE = (
+    f"^[{SPACE}]*[^{SPACE}{_CONTROL}]([^{_CONTROL}]*[^{SPACE}{_CONTROL}])?[{SPACE}]*$"
+)
+#: An e-mail address: an `@` and no white space (white space around it is stripped).
+EMAIL = f"^[{SPACE}]*[^{SPACE}{_CONTROL}]*@[^{SPACE}{_CONTROL}]*[{SPACE}]*$"
+#: A phone number: digits, spaces and + - ( ) . (white space around it is stripped).
+PHONE = f"^[{SPACE}]*[0-9+().-][0-9+(). -]*[{SPACE}]*$"
+#: Text stored in a text column: no NUL (PostgreSQL refuses it; the API answers 400).
+NO_NUL = r"^[^\x00]*$"
+#: Stored text that must not be blank either.
+TEXT_NOT_BLANK = f"^[^\\x00]*[^{SPACE}\\x00][^\\x00]*$"
+#: Names of workflows and activities (worker.definitions.NAME_RE).
+_NAME = "^[A-Za-z][A-Za-z0-9_]{0,63}$"
 
 
 def _page(item: str) -> dict[str, Any]:
@@ -109,6 +135,62 @@ def _page(item: str) -> dict[str, Any]:
             "count": {"type": "object", "properties": {"value": {"type": "integer"}}},
             "next": {**_LINK, "description": "absent on the last page"},
         },
+    }
+
+
+def _channel_content(required: set[str], optional: set[str]) -> dict[str, Any]:
+    """A channel's template strings: its keys only, the required ones not blank (email also
+    needs html or text: html not blank, or text not empty)."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "required": sorted(required),
+        "additionalProperties": False,
+        "properties": {
+            **{key: {"type": "string", "pattern": NOT_BLANK} for key in required},
+            **{key: {"type": "string"} for key in optional},
+        },
+    }
+    if optional == {"html", "text"}:
+        schema["anyOf"] = [
+            {"required": ["html"], "properties": {"html": {"pattern": NOT_BLANK}}},
+            {"required": ["text"], "properties": {"text": {"minLength": 1}}},
+        ]
+    return schema
+
+
+def _definition(with_id: bool) -> dict[str, Any]:
+    """A definition's shape; what no schema says (activity types and options, the graph) is
+    checked when saved: 422 invalidDefinition. A PUT's body may carry the workflow's own id
+    (or none): the document leaves it out, since no schema can tie it to the path."""
+    properties: dict[str, Any] = {
+        "label": {"type": "string", "maxLength": 255, "pattern": NO_NUL},
+        "description": {"type": "string", "maxLength": 4000, "pattern": NO_NUL},
+        "onError": {"type": "string", "enum": sorted(ERROR_POLICIES)},
+        "consecutiveErrors": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "historyDays": {"type": "integer", "minimum": 1, "maximum": 3650},
+        "activities": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 500,
+            "items": {
+                "type": "object",
+                "required": ["name", "type"],
+                "additionalProperties": True,
+                "properties": {
+                    "name": {"type": "string", "pattern": _NAME},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    }
+    if with_id:
+        properties = {"id": {"type": "string", "pattern": _NAME}, **properties}
+    return {
+        "type": "object",
+        "description": "a workflow definition (see the README): id, label, activities...",
+        "required": ["id", "activities"] if with_id else ["activities"],
+        "additionalProperties": False,
+        "properties": properties,
     }
 
 
@@ -153,11 +235,20 @@ EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
         "description": "at least one address; the channel is that of the first present of "
-        "email, mobilePhone, pushToken",
+        "email, mobilePhone, pushToken (null: absent)",
+        "anyOf": [
+            {"required": [name], "properties": {name: {"type": "string"}}}
+            for name in ("email", "mobilePhone", "pushToken")
+        ],
         "properties": {
-            "email": {"type": "string", "maxLength": 255},
-            "mobilePhone": {"type": "string", "maxLength": 32},
-            "pushToken": {"type": "string", "maxLength": 255},
+            "email": {"type": "string", "maxLength": 255, "pattern": EMAIL, "nullable": True},
+            "mobilePhone": {"type": "string", "maxLength": 32, "pattern": PHONE, "nullable": True},
+            "pushToken": {
+                "type": "string",
+                "maxLength": 255,
+                "pattern": STRIPPED_PRINTABLE,
+                "nullable": True,
+            },
             "ctx": {
                 "type": "object",
                 "description": "free JSON read by templates as `ctx`: at most 10 levels deep, "
@@ -186,9 +277,34 @@ EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["name", "eventType", "content"],
         "additionalProperties": False,
+        "description": "content holds the channel's keys only: email {subject, html or text}, "
+        "sms {text}, push {body, title}",
+        "oneOf": [
+            {
+                "description": "email (the default channel)",
+                "properties": {
+                    "channel": {"enum": ["email"]},
+                    "content": _channel_content({"subject"}, {"html", "text"}),
+                },
+            },
+            {
+                "required": ["channel"],
+                "properties": {
+                    "channel": {"enum": ["sms"]},
+                    "content": _channel_content({"text"}, set()),
+                },
+            },
+            {
+                "required": ["channel"],
+                "properties": {
+                    "channel": {"enum": ["push"]},
+                    "content": _channel_content({"body"}, {"title"}),
+                },
+            },
+        ],
         "properties": {
             "name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_-]{0,63}$"},
-            "label": {"type": "string", "maxLength": 255},
+            "label": {"type": "string", "maxLength": 255, "pattern": NO_NUL},
             "eventType": {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"},
             "channel": {"type": "string", "enum": ["email", "sms", "push"], "default": "email"},
             "content": _CONTENT,
@@ -221,9 +337,13 @@ EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["messageId", "kind"],
         "additionalProperties": False,
         "properties": {
-            "messageId": {"type": "string", "maxLength": 255},
+            "messageId": {"type": "string", "maxLength": 255, "pattern": r"^[^\x00]+$"},
             "kind": {"type": "string", "enum": ["hard", "soft", "complaint"]},
-            "detail": {"type": "string", "description": "the provider's text (200 kept)"},
+            "detail": {
+                "type": "string",
+                "nullable": True,
+                "description": "the provider's text (200 kept)",
+            },
         },
     },
     "BounceReport": {
@@ -246,14 +366,29 @@ VALIDATION_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["decision", "user"],
         "additionalProperties": False,
+        "description": "a rejection needs a comment that is not blank",
+        "anyOf": [
+            {"properties": {"decision": {"enum": ["approve"]}}},
+            {
+                "required": ["comment"],
+                "properties": {"comment": {"type": "string", "pattern": NOT_BLANK}},
+            },
+        ],
         "properties": {
             "decision": {"type": "string", "enum": ["approve", "reject"]},
             "comment": {
                 "type": "string",
                 "maxLength": 4000,
+                "pattern": NO_NUL,
+                "nullable": True,
                 "description": "why; required to reject",
             },
-            "user": {"type": "string", "maxLength": 128, "description": "who decides"},
+            "user": {
+                "type": "string",
+                "maxLength": 128,
+                "pattern": TEXT_NOT_BLANK,
+                "description": "who decides",
+            },
         },
     },
     "Validation": {
@@ -380,7 +515,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["source"],
         "additionalProperties": False,
         "properties": {
-            "source": {"type": "string", "maxLength": 255, "description": "who triggers"},
+            "source": {
+                "type": "string",
+                "maxLength": 255,
+                "pattern": TEXT_NOT_BLANK,
+                "description": "who triggers",
+            },
             "parameters": {
                 "type": "object",
                 "nullable": True,
@@ -445,18 +585,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
         ]
     },
-    "Definition": {
-        "type": "object",
-        "description": "a workflow definition (see the README): id, label, activities...",
-        "required": ["activities"],
-        "properties": {
-            "id": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]{0,63}$"},
-            "label": {"type": "string"},
-            "onError": {"type": "string", "enum": ["suspend", "ignore"]},
-            "consecutiveErrors": {"type": "integer"},
-            "activities": {"type": "array", "items": _ANY_OBJECT},
-        },
-    },
+    "Definition": _definition(with_id=True),
+    "DefinitionUpdate": _definition(with_id=False),
     "WorkflowDefinition": {
         "allOf": [
             {"$ref": "#/components/schemas/Workflow"},
@@ -551,7 +681,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "(header Idempotent-Replayed: true) without doing anything again; with another body "
         "it is refused (422); while the first request runs, the others wait for it (409 "
         "after 10 s). Errors are not kept: a retry after one runs again.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "schema": {"type": "string", "pattern": "^[ -~]{1,255}$"},
     },
     "taskState": {
         "name": "state",
@@ -569,9 +699,14 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "name": "_lineStart",
         "in": "query",
         "description": "offset of the first line (default 0)",
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LINE_START},
     },
 }
+
+
+def _path_pattern(argument: str) -> dict[str, str]:
+    pattern = PATH_PATTERNS.get(argument)
+    return {"pattern": pattern} if pattern else {}
 
 
 def openapi_path(rule: str) -> str:
@@ -589,7 +724,9 @@ def _operation_id(endpoint: str, method: str, seen: set[str]) -> str:
     return found
 
 
-def _complete(operation: dict[str, Any], public: bool, endpoint: str = "") -> None:
+def _complete(
+    operation: dict[str, Any], public: bool, endpoint: str = "", path_parameters: bool = False
+) -> None:
     """Add the error responses that come from the code rather than from the view."""
     responses = operation.setdefault("responses", {})
     expected: list[tuple[int, str]] = [(500, "InternalError")]
@@ -600,8 +737,11 @@ def _complete(operation: dict[str, Any], public: bool, endpoint: str = "") -> No
         operation.setdefault("security", [{"bearerAuth": [], "apiKey": []}])
     else:
         operation["security"] = []
+    if "requestBody" in operation or operation.get("parameters") or path_parameters:
+        # A parameter the view refuses; any text with a NUL, which PostgreSQL cannot store
+        expected += [(400, "BadRequest")]
     if "requestBody" in operation:
-        expected += [(400, "BadRequest"), (413, "PayloadTooLarge"), (415, "UnsupportedMediaType")]
+        expected += [(413, "PayloadTooLarge"), (415, "UnsupportedMediaType")]
     for status, name in expected:
         if status not in responses and str(status) not in responses:
             responses[status] = {"$ref": f"#/components/responses/{name}"}
@@ -655,7 +795,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 "responses": {200: {"description": "OK"}},
             }
             operation["operationId"] = _operation_id(rule.endpoint, verb, seen)
-            _complete(operation, public, rule.endpoint)
+            _complete(operation, public, rule.endpoint, bool(rule.arguments))
             operations[verb] = operation
         parameters = [
             {
@@ -663,7 +803,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 "in": "path",
                 "required": True,
                 "description": PATH_PARAMETERS.get(argument, argument),
-                "schema": {"type": "string"},
+                "schema": {"type": "string", **_path_pattern(argument)},
             }
             for argument in sorted(rule.arguments)
         ]

@@ -41,6 +41,19 @@ def _integer(name: str, default: int, minimum: int, maximum: int) -> int:
     return value
 
 
+def text_filter(name: str, maximum: int) -> str | None:
+    """A list's text filter from the query string: absent, or at most `maximum` characters
+    and no control character (PostgreSQL refuses NUL: it must be a 400 here, not a 500)."""
+    value = request.args.get(name)
+    if value is None:
+        return None
+    if len(value) > maximum or any(ord(char) < 32 for char in value):
+        raise bad_request(
+            f"{name} must be at most {maximum} characters, none a control character", name=name
+        )
+    return value
+
+
 def window() -> Window:
     """The `_lineStart`/`_lineCount` of the request; ApiError(400) when they are not valid."""
     return Window(

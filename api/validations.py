@@ -39,10 +39,7 @@ def _rendered(org: str, found: dict[str, Any]) -> dict[str, Any]:
 
 
 def _name_filter(name: str) -> str | None:
-    value = request.args.get(name)
-    if value is not None and len(value) > validations.MAX_NAME:
-        raise bad_request(f"{name} is longer than {validations.MAX_NAME} characters", name=name)
-    return value
+    return pages.text_filter(name, validations.MAX_NAME)
 
 
 @bp.get(VALIDATIONS)
@@ -59,8 +56,14 @@ def validation_list(org: str) -> dict[str, Any]:
           in: query
           description: only validations in this state
           schema: {type: string, enum: [pending, approved, rejected, timedOut, cancelled]}
-        - {name: assignee, in: query, description: only those of this user, schema: {type: string}}
-        - {name: group, in: query, description: only those of this group, schema: {type: string}}
+        - name: assignee
+          in: query
+          description: only those of this user
+          schema: {type: string, maxLength: 128, pattern: '^[^\\x00-\\x1f]*$'}
+        - name: group
+          in: query
+          description: only those of this group
+          schema: {type: string, maxLength: 128, pattern: '^[^\\x00-\\x1f]*$'}
       responses:
         200:
           description: a page of validations

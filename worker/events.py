@@ -88,9 +88,12 @@ def _text(body: Mapping[str, Any], key: str, limit: int) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise EventInvalid(f"'{key}' must be a non-empty string", details={"field": key})
+    # The limit counts the value as sent (white space around it included), as the
+    # OpenAPI document's maxLength does.
+    too_long = len(value) > limit
     value = value.strip()
     # Control characters would let an address smuggle headers into the message.
-    if len(value) > limit or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if too_long or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise EventInvalid(
             f"'{key}' must be at most {limit} printable characters", details={"field": key}
         )
@@ -138,7 +141,8 @@ def validate(event_type: str, body: Mapping[str, Any]) -> dict[str, Any]:
     if email is not None and ("@" not in email or any(ch.isspace() for ch in email)):
         raise EventInvalid("'email' is not an e-mail address", details={"field": "email"})
     phone = _text(body, "mobilePhone", 32)
-    if phone is not None and not all(ch.isdigit() or ch in "+-(). " for ch in phone):
+    # ASCII digits: str.isdigit() would take superscripts and other scripts' digits too.
+    if phone is not None and not all(ch in "0123456789+-(). " for ch in phone):
         raise EventInvalid(
             "'mobilePhone' holds digits, spaces and + - ( ) . only",
             details={"field": "mobilePhone"},

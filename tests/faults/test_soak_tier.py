@@ -8,22 +8,27 @@ from __future__ import annotations
 
 import http.client
 import random
+import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
 from collections import Counter
 from pathlib import Path
 
+import hypothesis
 import pytest
+from hypothesis.stateful import run_state_machine_as_test
 
-from tests.faults import schemathesis_run
+from tests.faults import command_race, load, schemathesis_run
 from tests.faults.conftest import require_restartable
-from tests.faults.harness import Call, FaultStack
+from tests.faults.harness import ApiClient, Call, FaultStack
 from tests.faults.scenario import emails_to, finish, launch, slow_smtp
 from tests.faults.test_quick_tier import org_for
-from tests.faults.workload import seed_segment, unique
+from tests.faults.workload import BATCH, PROFILES, seed_segment, unique
 from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.soak, pytest.mark.timeout(240)]
@@ -110,6 +115,87 @@ def test_f15_an_api_flood_gets_429_never_5xx(
     assert not [s for s in statuses if s >= 500], statuses
     assert all(c.retry_after for c in live.history if c.status == 429)
     finish(live, "F15", fault_seed, [target.name, background.name], fault_at)
+
+
+#: The rate-limited API's per-key limit in F15b (burst: twice as many at once).
+F15_RATE = "50/second"
+#: Bounds of F15b, printed with the figures: loaded p99, worker slow-down, memory growth.
+#: 32 clients on 2 sync gunicorn workers queue ~16 deep: the loaded p99 is mostly that queue
+#: (measured 1.7-2.5 s against an unloaded 44-82 ms); the bound catches unbounded queueing.
+F15_P99_MS = 5000.0
+F15_SLOWDOWN = 3.0
+F15_RSS_GROWTH_KIB = 30 * 1024
+
+
+def _timed_linear(live: FaultStack, client: ApiClient, rng: random.Random) -> tuple[str, float]:
+    """Launch a linear workflow (30 e-mails) and time it to `finished` (bounded)."""
+    started = time.monotonic()
+    target = launch(live, client, "linear", rng)
+    wait_for(lambda: live.state(target.name) == "finished", 120, f"{target.name} to finish")
+    return target.name, time.monotonic() - started
+
+
+@pytest.mark.timeout(420)
+def test_f15b_locust_and_wrk_floods_get_429_never_5xx(
+    live: FaultStack, rng: random.Random, fault_seed: int, tmp_path: Path
+) -> None:
+    """RELIABILITY.md F15 with the tools it names: locust (32 users, 30 s) and wrk (2
+    threads, 32 connections, 20 s) against a second gunicorn with CARILLON_RATE_LIMIT, beside
+    an unloaded baseline measured in the same run."""
+    client = live.client(org_for(rng))
+    quiet = live.client(org_for(rng))  # its own bucket: the baseline is never limited
+    target = launch(live, client, "signal_wait", rng, trigger=False)
+    base = load.start_limited_api(live, F15_RATE)
+    try:
+        pids = load.process_tree(live.processes[load.LIMITED_API].pid)
+        path = f"/workflow/execution/{target.name}"
+        load.sample_latency(quiet, base, path, 20)  # warm-up: imports, pools, caches
+        unloaded = load.sample_latency(quiet, base, path, 60)
+        rss_before = load.rss_kib(pids)
+        _, alone = _timed_linear(live, client, rng)
+
+        fault_at = time.monotonic()
+        reports: list[load.LoadReport] = []
+        flood = threading.Thread(
+            target=lambda: reports.append(
+                load.run_locust(base, client, target.name, target.segment, tmp_path)
+            )
+        )
+        flood.start()
+        background, loaded = _timed_linear(live, client, rng)
+        flood.join(120)
+        assert reports, "locust did not report"
+        if load.wrk_binary():
+            reports.append(load.run_wrk(base, client, target.name, target.segment, tmp_path))
+        rss_after = load.rss_kib(pids)
+        ttls = load.limiter_ttls(live)
+    finally:
+        load.stop_limited_api(live)
+
+    print(f"\nF15b: CARILLON_RATE_LIMIT={F15_RATE}; wrk {'on' if load.wrk_binary() else 'absent'}")
+    print(f"unloaded p99 {load.p99(unloaded):.1f} ms (max {max(unloaded):.1f}) over 60 GETs")
+    for report in reports:
+        print(report.line())
+    print(f"linear workflow: {alone:.1f} s alone, {loaded:.1f} s under locust")
+    growth = {pid: rss_after.get(pid, 0) - kib for pid, kib in rss_before.items()}
+    print(f"API RSS KiB before {rss_before} after {rss_after} growth {growth}")
+    print(f"limiter keys: {len(ttls)}, TTLs ms {sorted(ttls.values())[:5]}...")
+    # Then: past the per-key limit 429 + Retry-After, never a 5xx (nor a dropped connection)
+    for report in reports:
+        assert report.server_errors() == 0, report.line()
+        assert report.statuses.get(429, 0) > 0, report.line()
+        assert report.missing_retry_after == 0, report.line()
+    # And at most one trigger accepted per CARILLON_SIGNAL_MIN_INTERVAL (the rest 429)
+    assert sum(r.statuses.get(202, 0) for r in reports) <= 1
+    # And the p99 latency bounded, the worker's pace comparable, the API's memory flat
+    assert max(r.p99 for r in reports) <= F15_P99_MS
+    assert loaded <= F15_SLOWDOWN * alone + 10, (alone, loaded)
+    assert set(rss_after) == set(rss_before), "an API process died under load"
+    assert max(growth.values()) <= F15_RSS_GROWTH_KIB, growth
+    # And every limiter key expires (a TTL on each; all gone within the longest)
+    assert ttls and all(ttl > 0 for ttl in ttls.values()), ttls
+    wait_for(lambda: not load.limiter_ttls(live), max(ttls.values()) / 1000 + 5, "keys expiry")
+    finish(live, "F15", fault_seed, [target.name, background], fault_at)
 
 
 def test_f19_a_poison_activity_is_capped_and_dead_lettered(
@@ -295,6 +381,7 @@ def test_f16_hostile_payloads_get_4xx_and_change_nothing(
         ("wrong type", b'{"source": "x", "parameters": {"segmentCode": [1, 2]}}', json_type, False),
         ("unknown parameter", b'{"source": "x", "parameters": {"zz": "1"}}', json_type, False),
         ("not UTF-8", b'{"source": "\xff\xfe\xfa"}', json_type, False),
+        ("NUL in source", b'{"source": "a\\u0000b"}', json_type, False),
         ("not JSON", b"source=x", {**auth, "Content-Type": "text/plain"}, False),
         ("array body", b"[]", json_type, False),
         ("empty body", b"", json_type, False),
@@ -329,11 +416,106 @@ def test_f16b_a_body_with_duplicate_keys_is_refused(
     assert status == 400, status
 
 
-def test_f14_racing_commands_and_signals_keep_states_legal(
+@pytest.mark.timeout(420)
+def test_f14_command_races_match_the_model(
     live: FaultStack, rng: random.Random, fault_seed: int
 ) -> None:
-    """A seeded random interleaving from two threads (a lighter F14 than hypothesis.stateful):
-    start/pause/resume/stop and triggers race; only allowed transitions, no 5xx."""
+    """hypothesis.stateful (tests/faults/command_race.py): start/pause/resume/stop and
+    triggers, alone or two at once, on fresh signal-wait workflows; after each step the
+    model of DESIGN.md 4 matches the database. Bounded: 8 examples of at most 15 steps, the
+    seed fixed by the fault seed, no shrinking (each step is real I/O), no example database."""
+    client = live.client(org_for(rng))
+
+    def launch_one() -> tuple[str, str]:
+        launched = launch(live, client, "signal_wait", rng, trigger=False)
+        return launched.name, launched.segment
+
+    machine, launched = command_race.machine(live, client, launch_one)
+    fault_at = time.monotonic()
+    try:
+        run_state_machine_as_test(
+            hypothesis.seed(fault_seed)(machine),
+            settings=hypothesis.settings(
+                max_examples=8,
+                stateful_step_count=15,
+                deadline=None,
+                database=None,
+                phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+                suppress_health_check=list(hypothesis.HealthCheck),
+            ),
+        )
+        assert launched, "no example ran"
+        # Then the oracle over every example's workflow: I1-I7 (I4: allowed edges only)
+        finish(live, "F14", fault_seed, launched, fault_at, restarts=True)
+    except Exception:
+        # The one bug this scenario found and that is not fixed yet: xfail only when it is
+        # there, and every other failure still fails.
+        stopped = [
+            tuple(row)
+            for row in command_race.broken_tasks(live, launched)
+            if STOPPED_SENDING in (row.error or "")
+        ]
+        if stopped:
+            pytest.xfail(f"F14 (known bug): {STOPPED_DELIVERY_BUG}; {stopped}")
+        raise
+
+
+#: What a delivery raises when it sees its workflow stopped between two batches.
+STOPPED_SENDING = "sending stopped: the workflow was stopped"
+#: Found by test_f14 (hypothesis.stateful, 3 seeds of 3); the fix belongs to worker/.
+STOPPED_DELIVERY_BUG = (
+    "a trigger's delivery (sms1) raced by a stop ends failed with ActivityError('sending "
+    "stopped: the workflow was stopped') instead of aborted, and its error policy still "
+    "applies: after a restart the stale task put the new run in error (I1, model mismatch)"
+)
+
+
+class StoppedRunKeptSending(AssertionError):
+    """The delivery of a stopped run went on sending after the workflow was started again."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=StoppedRunKeptSending,
+    reason="worker/activities/delivery.py _stop_check stops a delivery only while the workflow "
+    "*is* stopped: after stop + start the old run's running email1 sees `started` again and "
+    "sends its whole delivery beside the new run's (measured: both email1 running 8 s after "
+    "the restart; a profile gets the campaign twice). The same gap lets a stale task fail "
+    "into the new run (test_f14).",
+)
+def test_f14c_a_stop_then_start_mid_delivery_stops_the_old_runs_sending(
+    live: FaultStack, rng: random.Random, fault_seed: int
+) -> None:
+    """Stop while email1 is still sending (SMTP slowed to 0.5 s a message), then start again
+    at once: I1-I7 hold, and the stopped run sends at most the batches already handed over
+    (one sent, one pipelined) after the stop, so each profile gets the new run's email and
+    not a second whole delivery."""
+    client = live.client(org_for(rng))
+    with slow_smtp(live, 0.5):
+        target = launch(live, client, "linear", rng)
+        live.wait_running(target.name, "email1")
+        wait_for(lambda: emails_to(live, target.segment) >= 2, 60, "2 emails out")
+        fault_at = time.monotonic()
+        assert client.command(target.name, "stop").status == 202
+        wait_for(lambda: live.state(target.name) == "stopped", 30, "the stop to apply")
+        at_stop = emails_to(live, target.segment)
+        # The stop landed mid-delivery (else this scenario proves nothing)
+        assert live.running(target.name, "email1") is not None, live.tasks(target.name)
+        assert client.command(target.name, "start").status == 202
+    finish(live, "F14", fault_seed, [target.name], fault_at, restarts=True)
+    sent = emails_to(live, target.segment)
+    bound = PROFILES + at_stop + 2 * BATCH
+    print(f"\nF14c: {at_stop} emails at the stop, {sent} in all (bound {bound})")
+    if sent > bound:
+        raise StoppedRunKeptSending(f"{sent} emails to {PROFILES} profiles (at stop {at_stop})")
+
+
+def test_f14b_a_burst_of_unsettled_commands_keeps_states_legal(
+    live: FaultStack, rng: random.Random, fault_seed: int
+) -> None:
+    """A seeded random burst from two threads, without waiting for commands to apply (the
+    state machine settles each step): many commands pending at once; only allowed
+    transitions, no 5xx."""
     client = live.client(org_for(rng))
     target = launch(live, client, "signal_wait", rng, trigger=False)
     methods = ["start", "pause", "resume", "stop", "trigger"]
@@ -363,30 +545,66 @@ def test_f14_racing_commands_and_signals_keep_states_legal(
     finish(live, "F14", fault_seed, [target.name], fault_at, restarts=True)
 
 
+#: atheris's budget in the soak tier (RELIABILITY.md 5.4 allows 600 s in a nightly campaign).
+FUZZ_SECONDS = 60
+
+
+@pytest.mark.timeout(FUZZ_SECONDS + 120)
+def test_f16d_atheris_finds_no_crash_in_the_body_parser_and_validator(tmp_path: Path) -> None:
+    """tests/faults/fuzz_bodies.py under atheris for FUZZ_SECONDS: the JSON body parser then
+    the trigger parameter validator refuse with their own errors only (no other exception,
+    no hang: -timeout 5 s per input), seeded with the hostile corpus's shapes."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    seeds = [
+        b'{"source": "x", "parameters": {"n": 1.5, "flag": "true", "s": "a"}}',
+        b'{"source": "x", "parameters": {"when": "2019-04-03 08:17:19.100Z"}}',
+        b'{"parameters": {"n": 1e999, "flag": NaN}}',
+        b"[" * 70 + b"]" * 70,
+        b'{"a": 1, "a": 2}',
+        b'{"s": "\\ud800"}',
+    ]
+    for index, seed in enumerate(seeds):
+        (corpus / f"seed{index}").write_bytes(seed)
+    target = Path(__file__).with_name("fuzz_bodies.py")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(target),
+            str(corpus),
+            f"-max_total_time={FUZZ_SECONDS}",
+            "-timeout=5",
+            "-rss_limit_mb=1024",
+            f"-artifact_prefix={tmp_path}/",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=FUZZ_SECONDS + 90,
+        check=False,
+    )
+    tail = done.stderr[-4000:]
+    runs = re.search(r"Done (\d+) runs in (\d+) second", done.stderr)
+    print(f"\natheris: {runs.group(0) if runs else 'no summary'}")
+    assert done.returncode == 0, tail
+    assert runs and int(runs.group(1)) > 1000, tail
+    assert not list(tmp_path.glob("crash-*")) and not list(tmp_path.glob("timeout-*")), tail
+
+
 class ContractViolations(AssertionError):
-    """schemathesis checks other than "no 5xx" that failed (the document's known gaps)."""
+    """schemathesis checks other than "no 5xx" that failed: the document and the views
+    disagree (a schema-valid request refused, an undocumented status, a schema-invalid one
+    accepted...)."""
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.xfail(
-    strict=True,
-    raises=ContractViolations,
-    reason="api/openapi.py under-documents what the views enforce (schemathesis 4.32.5, "
-    "seed 1): ST202 schema-valid requests refused with 400/422 (POST bounce `[]` or a "
-    "`messageId: ''`; trigger `{source: ''}`; validation decision 'reject' without "
-    "'comment'; _lineStart > 1e9 on the list endpoints; q/activity with control characters; "
-    "monitoring logs `level` not a log level; event `mobilePhone: ''`; definitions "
-    "consecutiveErrors 0 and a PUT body id other than the path's; commands Idempotency-Key "
-    "reused or not printable ASCII; messageTemplate content with an unknown key) and ST103 "
-    "GET messageTemplate `_lineStart=-1` answers an undocumented 400. No 5xx.",
-)
 def test_f16c_schemathesis_finds_no_5xx_and_no_schema_violation(
     live: FaultStack, tmp_path: Path
 ) -> None:
     """Issue 8: schemathesis with every check against /openapi.json, an organization's
     credentials and one live workflow pinned in the paths; bounded to ~4 minutes, one seed
-    (not one run per fault seed: the fuzzer has its own). A 5xx fails the test outright;
-    the other check failures are the declared (xfail) ones."""
+    (not one run per fault seed: the fuzzer has its own). A 5xx fails the test, and so does
+    any other check: api/openapi.py states what the views accept and refuse."""
     rng = random.Random("f16c")
     client = live.client(org_for(rng))
     target = launch(live, client, "signal_wait", rng, trigger=False)
