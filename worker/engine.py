@@ -940,6 +940,19 @@ class Engine:
             aborted += set_tasks_state(
                 s, workflow_id, state, T.ABORTED, reason=reason, finished_at=now
             )
+        # A running execution is fenced out: its attempt moves on, so its completion, failure
+        # and heartbeat match no row (its effects roll back with it) and a delivery stops at
+        # its next batch. Left running, it finished into whatever run came next: a stop then
+        # start let the old run's delivery send its whole audience again (F14).
+        aborted += set_tasks_state(
+            s,
+            workflow_id,
+            T.RUNNING,
+            T.ABORTED,
+            reason=reason,
+            finished_at=now,
+            attempt=Task.attempt + 1,
+        )
         self._cancel(s, aborted, reason)
 
     @staticmethod

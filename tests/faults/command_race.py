@@ -350,15 +350,3 @@ def machine(
             wait_for(lambda: self.db.state() == "stopped", 60, f"{self.name} to stop")
 
     return CommandRaces, launched
-
-
-def broken_tasks(stack: FaultStack, names: list[str]) -> list[Any]:
-    """Failed or dead tasks of these workflows with their reason and error (for the report)."""
-    with stack.sessions() as s:
-        return list(
-            s.execute(
-                select(Workflow.name, Task.activity, Task.state, Task.reason, Task.error)
-                .join(Workflow)
-                .where(Workflow.name.in_(names), Task.state.in_(("failed", "dead")))
-            ).all()
-        )
