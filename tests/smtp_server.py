@@ -1,7 +1,9 @@
 """A real SMTP server on loopback for tests (aiosmtpd): what it received, optionally slowed.
 
-`SmtpServer(delay=..., refuse={...})` starts on a free port; `.messages` is a thread-safe
-snapshot of what arrived, `.count()` how many; addresses in `refuse` get a 550 at RCPT.
+`SmtpServer(delay=..., refuse={...}, pipelining=...)` starts on a free port; `.messages` is a
+thread-safe snapshot of what arrived, `.count()` how many; addresses in `refuse` get a 550 at
+RCPT; `pipelining=True` advertises PIPELINING (RFC 2920) as Postfix does, so the connector
+pipelines its transactions (aiosmtpd reads pipelined commands in order).
 """
 
 from __future__ import annotations
@@ -41,9 +43,20 @@ class Received:
         return "" if part is None else str(part.get_content())  # type: ignore[attr-defined]
 
 
+def with_pipelining(responses: list[str]) -> list[str]:
+    """EHLO's reply lines with PIPELINING before the last one."""
+    return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 class _Handler:
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
+
+    async def handle_EHLO(
+        self, smtp: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # the hook's job when it takes over EHLO
+        return with_pipelining(responses) if self.server.pipelining else responses
 
     async def handle_RCPT(
         self, smtp: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -66,8 +79,14 @@ class _Handler:
 class SmtpServer:
     """Start with `start()` (or as a context manager), stop with `stop()`."""
 
-    def __init__(self, delay: float = 0.0, refuse: set[str] | frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        delay: float = 0.0,
+        refuse: set[str] | frozenset[str] = frozenset(),
+        pipelining: bool = False,
+    ):
         self.delay = delay
+        self.pipelining = pipelining
         self.refuse = {address.lower() for address in refuse}
         self._lock = threading.Lock()
         self._received: list[Received] = []
@@ -123,10 +142,17 @@ def _free_port() -> int:
 
 
 class _Sink:
-    """Accepts every message, keeps only the count (the benchmark's server)."""
+    """Accepts every message, keeps only the count (the benchmark's server); advertises
+    PIPELINING like Postfix's smtp-sink."""
 
     def __init__(self) -> None:
         self.accepted = 0
+
+    async def handle_EHLO(
+        self, smtp: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return with_pipelining(responses)
 
     async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
         self.accepted += 1

@@ -19,10 +19,12 @@ from worker.messaging import delivery, delivery_log, validation
 from worker.models import Task, Workflow
 
 
-@pytest.fixture(scope="module")
-def smtp(stack: Stack) -> Iterator[SmtpServer]:
-    """A loopback SMTP server, and the stack's worker restarted to send to it."""
-    with SmtpServer() as server:
+@pytest.fixture(scope="module", params=[True, False], ids=["pipelining", "no-pipelining"])
+def smtp(stack: Stack, request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
+    """A loopback SMTP server, and the stack's worker restarted to send to it: one that
+    advertises PIPELINING (as Postfix does: the connector pipelines), then one that does not
+    (smtplib's dialogue)."""
+    with SmtpServer(pipelining=request.param) as server:
         stack.env.update(CARILLON_SMTP_HOST="127.0.0.1", CARILLON_SMTP_PORT=str(server.port))
         stack.kill("w1")
         stack.start_worker("w1")

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.smtp_server import SmtpServer, _Handler
+from tests.smtp_server import SmtpServer, _Handler, with_pipelining
+from worker.channels import pipelining
 from worker.channels.connectors import (
     Attachment,
     ConnectorError,
@@ -82,8 +83,10 @@ def test_smtp_unreachable_raises_with_nothing_in_flight(tmp_path: Path) -> None:
 class Gatekeeper(_Handler):
     """The test server's handler, also recording each message's connection, refusing the
     connections whose EHLO is numbered in `refuse_ehlo` (421), dropping the connection at
-    RCPT of an address in `drop` (the message in flight is lost, its fate unknown) and
-    answering 421 at RCPT of an address in `shed` (that message fails, the client quits)."""
+    RCPT of an address in `drop` (the message in flight is lost, its fate unknown),
+    answering 421 at RCPT of an address in `shed` (that message fails, the client quits),
+    dropping it once the content of a message to an address in `drop_data` has arrived
+    (not accepted), and advertising PIPELINING when `pipelining`."""
 
     def __init__(
         self,
@@ -91,9 +94,12 @@ class Gatekeeper(_Handler):
         refuse_ehlo: frozenset[int] = frozenset(),
         drop: frozenset[str] = frozenset(),
         shed: frozenset[str] = frozenset(),
+        drop_data: frozenset[str] = frozenset(),
+        pipelining: bool = False,
     ) -> None:
         super().__init__(server)
         self.refuse_ehlo, self.drop, self.shed = refuse_ehlo, drop, shed
+        self.drop_data, self.pipelining = drop_data, pipelining
         self.ehlos = 0
         self.refused: set[int] = set()
         self.peers: list[tuple[str, int]] = []  # the connection of each accepted message
@@ -106,7 +112,7 @@ class Gatekeeper(_Handler):
             self.refused.add(id(session))
             return ["421 4.7.0 too many connections from your address"]
         session.host_name = hostname  # the hook's job when it takes over EHLO
-        return responses
+        return with_pipelining(responses) if self.pipelining else responses
 
     async def handle_HELO(self, smtp: Any, session: Any, envelope: Any, hostname: str) -> str:
         if id(session) in self.refused:
@@ -125,6 +131,9 @@ class Gatekeeper(_Handler):
         return await super().handle_RCPT(smtp, session, envelope, address, options)
 
     async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
+        if set(envelope.rcpt_tos) & self.drop_data:
+            smtp.transport.close()  # the content arrived, the answer never leaves
+            return "250 OK"
         self.peers.append(session.peer)
         return await super().handle_DATA(smtp, session, envelope)
 
@@ -412,3 +421,230 @@ def test_smtp_connections_default_to_four_and_one_keeps_a_single_connection(
 def test_bad_connector_settings_fail_at_startup(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({"CARILLON_HOME": str(tmp_path), name: value})
+
+
+# ------------------------------------------------------------------ PIPELINING (RFC 2920)
+
+
+def test_pipelined_connections_deliver_each_message_once_in_batch_order(tmp_path: Path) -> None:
+    with gatekeeper(pipelining=True) as (server, handler):
+        connector = smtp(tmp_path, server, 4)
+        first = connector.send([mail(i) for i in range(200)])
+        assert all(kept.has_extn("pipelining") for kept in connector._idle)
+        second = connector.send([mail(i) for i in range(200, 400)])
+        connector.close()
+        assert [r.message_id for r in first + second] == [f"m{i}" for i in range(400)]
+        assert all(r.ok for r in first + second)
+        assert once_each(server) == [f"m{i}" for i in range(400)]
+        by_id = {received.message_id: received for received in server.messages}
+        assert by_id["m321"].recipients == ("r321@example.org",)
+        assert by_id["m321"].subject == "s321" and by_id["m321"].body().strip() == "t321"
+        assert len(set(handler.peers)) == 4 and handler.ehlos == 4
+
+
+def test_pipelined_refusals_fail_only_their_message_and_reset_the_transaction(
+    tmp_path: Path,
+) -> None:
+    hostile = [
+        "Name <r9@example.org>",
+        "r9@example.org>\r\nRCPT TO:<evil@example.org",
+        "r9@example.org\nDATA",
+        "two words@example.org",
+        "no-at-sign",
+        "x" * 300 + "@example.org",
+    ]
+    with SmtpServer(refuse={"r1@example.org", "r2@example.org"}, pipelining=True) as server:
+        connector = SmtpConnector(settings(tmp_path, smtp_host="127.0.0.1", smtp_port=server.port))
+        batch = [mail(0), mail(1), mail(2), mail(3, subject="bad\r\nBcc: x@y.org"), mail(4)]
+        batch += [mail(10 + i, address=address) for i, address in enumerate(hostile)]
+        batch += [mail(5, sender="s@example.org>\r\nRCPT TO:<evil@example.org"), mail(6)]
+        results = connector.send(batch)
+        connector.close()
+    by_id = {r.message_id: r for r in results}
+    assert [r.message_id for r in results] == [m.message_id for m in batch]
+    assert [m for m, r in by_id.items() if r.ok] == ["m0", "m4", "m6"]
+    # Two refusals in a row: each left a transaction open, RSET before the next MAIL.
+    assert by_id["m1"].reason.startswith("refused: 550")
+    assert by_id["m2"].reason.startswith("refused: 550")
+    assert by_id["m3"].reason.startswith("invalid message")
+    for i in range(len(hostile)):
+        assert by_id[f"m{10 + i}"].reason.startswith("invalid address"), hostile[i]
+    assert by_id["m5"].reason.startswith("invalid address")
+    assert sorted(r for received in server.messages for r in received.recipients) == [
+        "r0@example.org",
+        "r4@example.org",
+        "r6@example.org",
+    ]
+
+
+def test_pipelined_content_parses_back_with_dots_and_non_ascii(tmp_path: Path) -> None:
+    subject = "Bonjour Zoé, voici votre offre " + "très spéciale " * 12
+    text = ".starts with a dot\n..two\n.\nend é"
+    with gatekeeper(pipelining=True) as (server, _):
+        connector = smtp(tmp_path, server, 1)
+        results = connector.send(
+            [mail(0, subject=subject, html="<p>é</p>", text=text), mail(1, text=".")]
+        )
+        connector.close()
+    assert all(r.ok for r in results)
+    got = {received.message_id: received for received in server.messages}
+    assert got["m0"].subject == subject and got["m0"].body() == text
+    assert got["m0"].body("html") == "<p>é</p>" and got["m1"].body() == "."
+
+
+def test_content_is_dot_stuffed_with_crlf_line_ends() -> None:
+    assert pipelining.content(b"a\r\n.b\r\n") == b"a\r\n..b\r\n.\r\n"
+    assert pipelining.content(b".x") == b"..x\r\n.\r\n"
+    # Bare LF and CR (never from email_bytes) become CRLF before stuffing.
+    assert pipelining.content(b"a\n.b\rc") == b"a\r\n..b\r\nc\r\n.\r\n"
+    assert pipelining.content(b"") == b"\r\n.\r\n"
+
+
+def test_a_pipelined_connection_dropped_at_rcpt_hands_its_message_to_another(
+    tmp_path: Path,
+) -> None:
+    # The envelope went out without the content: never handed over, so another connection
+    # takes it (with smtplib, where the dialogue is not known to be cut before the content,
+    # it is left unknown). This server drops every connection at that address: the second
+    # connection it ends fails it rather than passing it on until none is left.
+    with gatekeeper(pipelining=True, drop=frozenset({"r37@example.org"})) as (server, _):
+        connector = smtp(tmp_path, server, 4)
+        results = connector.send([mail(i) for i in range(100)])
+        assert connector.send([mail(i) for i in range(100, 120)])  # two connections left
+        connector.close()
+        assert [r.message_id for r in results] == [f"m{i}" for i in range(100)]
+        assert [r.message_id for r in results if not r.ok] == ["m37"]
+        assert results[37].reason.startswith("two connections failed at its envelope")
+        assert once_each(server) == [f"m{i}" for i in range(120) if i != 37]
+
+
+def test_a_single_pipelined_connection_dropped_at_rcpt_leaves_nothing_in_flight(
+    tmp_path: Path,
+) -> None:
+    with gatekeeper(pipelining=True, drop=frozenset({"r5@example.org"})) as (server, _):
+        connector = smtp(tmp_path, server, 1)
+        with pytest.raises(ConnectorError, match="ProtocolError") as raised:
+            connector.send([mail(i) for i in range(10)])
+        connector.close()
+    assert [r.message_id for r in raised.value.results] == [f"m{i}" for i in range(5)]
+    assert raised.value.in_flight is None and not raised.value.in_flight_ids
+    assert once_each(server) == [f"m{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_connection_dropped_after_a_content_leaves_that_message_unknown(
+    tmp_path: Path, pipelined: bool
+) -> None:
+    options = {"pipelining": pipelined, "drop_data": frozenset({"r37@example.org"})}
+    with gatekeeper(**options) as (server, _):
+        connector = smtp(tmp_path, server, 4)
+        with pytest.raises(ConnectorError) as raised:
+            connector.send([mail(i) for i in range(100)])
+        connector.close()
+        others = [f"m{i}" for i in range(100) if i != 37]
+        assert raised.value.in_flight == "m37" and raised.value.in_flight_ids == {"m37"}
+        assert [r.message_id for r in raised.value.results] == others
+        assert all(r.ok for r in raised.value.results)
+        assert once_each(server) == others
+
+
+def test_a_pipelined_421_fails_its_message_and_the_others_send_the_rest(
+    tmp_path: Path,
+) -> None:
+    with gatekeeper(pipelining=True, shed=frozenset({"r20@example.org"})) as (server, _):
+        connector = smtp(tmp_path, server, 4)
+        results = connector.send([mail(i) for i in range(100)])
+        connector.close()
+        assert [r.message_id for r in results] == [f"m{i}" for i in range(100)]
+        assert [r.message_id for r in results if not r.ok] == ["m20"]
+        assert results[20].reason.startswith("temporary: 421")
+        assert once_each(server) == [f"m{i}" for i in range(100) if i != 20]
+        assert connector.connections == 3
+
+
+def test_a_reused_pipelined_connection_the_server_closed_is_replaced(tmp_path: Path) -> None:
+    with gatekeeper(pipelining=True) as (server, handler):
+        connector = smtp(tmp_path, server, 1)
+        assert connector.send([mail(0)])[0].ok
+        for kept in connector._idle:
+            assert kept.sock is not None
+            kept.sock.shutdown(socket.SHUT_RDWR)
+        assert connector.send([mail(1)])[0].ok
+        connector.close()
+        assert once_each(server) == ["m0", "m1"] and handler.ehlos == 2
+
+
+@contextmanager
+def scripted_smtp(answer: bytes) -> Iterator[tuple[int, bytearray]]:
+    """A one-connection server advertising PIPELINING that answers `answer` to the first
+    envelope, then closes; yields its port and everything it received."""
+    received = bytearray()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            conn.sendall(b"220 scripted\r\n")
+            try:
+                for _ in range(50):  # bounded: EHLO, then the envelope up to DATA
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    received.extend(chunk)
+                    if received[:4].upper() == b"EHLO" and received.count(b"\r\n") == 1:
+                        conn.sendall(b"250-scripted\r\n250 PIPELINING\r\n")
+                    if b"DATA\r\n" in received:
+                        conn.sendall(answer)
+                        return
+            except OSError:
+                return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], received
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"hello there\r\n",  # not a reply
+        b"250 " + b"x" * 10_000 + b"\r\n",  # a line past smtplib's limit
+        b"250-more\r\n" * 150,  # a reply that never ends
+        b"25",  # cut short, then closed
+        b"",  # closed without a word
+    ],
+)
+def test_hostile_replies_to_a_pipelined_envelope_send_nothing_and_leave_nothing_in_flight(
+    tmp_path: Path, answer: bytes
+) -> None:
+    with scripted_smtp(answer) as (port, received):
+        connector = SmtpConnector(
+            settings(tmp_path, smtp_host="127.0.0.1", smtp_port=port, connector_timeout=5.0)
+        )
+        with pytest.raises(ConnectorError) as raised:
+            connector.send([mail(0)])
+        connector.close()
+    assert raised.value.results == [] and raised.value.in_flight is None
+    assert b"MAIL FROM:<carillon@localhost>\r\nRCPT TO:<r0@example.org>\r\nDATA\r\n" in received
+    assert b"\r\n.\r\n" not in received  # no content ever left
+
+
+def test_read_reply_takes_multi_line_replies_and_refuses_anything_else() -> None:
+    import io
+
+    assert pipelining.read_reply(io.BytesIO(b"250-a\r\n250 b\r\n")) == (250, b"a\nb")
+    for bad in (b"", b"abc\r\n", b"250-a\r\n", b"2" * 9000 + b"\r\n"):
+        with pytest.raises(pipelining.ProtocolError):
+            pipelining.read_reply(io.BytesIO(bad))
+    assert pipelining.plain_address("a.b+c@example.org") == b"a.b+c@example.org"
+    for address in ("a b@x.org", "<a@x.org>", "a@x.org\r\n", "zoé@x.org", "@x.org", "a@"):
+        assert pipelining.plain_address(address) is None, address

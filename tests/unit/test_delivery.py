@@ -641,3 +641,75 @@ def test_a_tie_goes_to_the_first_variant(mail: Harness, smtp: SmtpServer) -> Non
     with mail.sessions() as s, s.begin():
         ends = dt.datetime.fromisoformat(ab["endsAt"])
         assert abtest.pick_winner(s, delivery_id, ends) == "A"
+
+
+def test_templates_reading_the_whole_profile_still_see_every_field(
+    harness: Harness,
+) -> None:
+    # Given a pipelining server, and templates reading fields by name (the batch selects
+    # only those columns) or the whole profile (loops, .get, dynamic keys: all columns)
+    seed(harness, PEOPLE[:1])
+    with SmtpServer(pipelining=True) as server:
+        harness.engine.settings = dataclasses.replace(
+            harness.settings, smtp_host="127.0.0.1", smtp_port=server.port
+        )
+        run(
+            harness,
+            workflow(
+                email(
+                    subject="{{ profile.firstName }} {{ profile['city'] }}",
+                    text="{{ profile.get('city') }}|{{ profile[vars.get('key', 'crmId')] }}|"
+                    "{% for k, v in profile|dictsort %}{% if k == 'email' %}{{ v }}{% endif %}"
+                    "{% endfor %}",
+                )
+            ),
+        )
+        (got,) = server.messages
+    # Then each reads what it asks for, whatever columns the batch selected
+    assert got.subject == "Ann Lyon"
+    assert got.body().strip() == "Lyon|ann|ann@example.org"
+    assert task(harness, "email1").state == "done"
+
+
+def test_a_batch_selects_only_the_profile_fields_its_templates_read(harness: Harness) -> None:
+    named = compile_content({"subject": "{{ profile.firstName }}", "text": "{{ vars.x }}"})
+    other = compile_content({"subject": "{{ profile['city'] }}"})
+    whole = compile_content({"subject": "{{ profile.get('firstName') }}"})
+
+    def selected(contents: dict[str | None, Any]) -> frozenset[str] | None:
+        return sending.Pass(
+            sessions=harness.sessions,
+            delivery_id=0,
+            org_id=0,
+            channel="email",
+            attempt=1,
+            connector=None,  # type: ignore[arg-type]
+            contents=contents,
+        )._profile_fields()
+
+    assert selected({None: named}) == {"firstName"}
+    assert selected({"a": named, "b": other}) == {"firstName", "city"}
+    assert selected({"a": named, "b": whole}) is None  # one variant reads it all: all columns
+
+
+def test_a_pass_shortens_the_gil_switch_interval_only_while_it_runs(harness: Harness) -> None:
+    import sys
+
+    delivery_id, org_id, _ = claimed_delivery(harness, 6)
+    seen: list[float] = []
+
+    class Watching(Recorder):
+        def send(self, messages: Sequence[Message]) -> list[SendResult]:
+            seen.append(sys.getswitchinterval())
+            return super().send(messages)
+
+    before = sys.getswitchinterval()
+    assert a_pass(harness, delivery_id, org_id, 1, Watching()).run()["sent"] == 6
+    assert seen and all(value == sending.SWITCH_INTERVAL for value in seen)
+    assert sys.getswitchinterval() == before
+    # And restored when the pass fails
+    stopped = a_pass(harness, delivery_id, org_id, 2, Recorder())
+    stopped.should_stop = lambda: "stopped for the test"
+    with pytest.raises(ActivityError, match="stopped for the test"):
+        stopped.run()
+    assert sys.getswitchinterval() == before

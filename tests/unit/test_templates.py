@@ -126,3 +126,27 @@ def test_a_thousand_renders_stay_fast() -> None:
     for _ in range(1000):
         content.render(PROFILE)
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("source", "fields"),
+    [
+        ("Hi {{ profile.firstName }} of {{ profile['city'] }}", {"firstName", "city"}),
+        ("{{ profile.firstName.upper() }}{% if profile.city %}x{% endif %}", {"firstName", "city"}),
+        ("{{ vars.x }} {{ town }}", set()),
+        ("{% for k in profile %}{{ k }}{% endfor %}", None),
+        ("{{ profile|length }}", None),
+        ("{{ profile[vars.key] }}", None),
+        ("{{ profile.get('city') }}", None),
+        ("{{ profile.items() }}", None),
+        ("{% set p = profile %}{{ p.email }}", None),
+        ("{% macro m(profile) %}{{ profile.a }}{% endmacro %}{{ m(profile) }}", None),
+        ("{% with profile = vars %}{{ profile.a }}{% endwith %}", None),
+    ],
+)
+def test_profile_fields_read_by_name_or_none_when_the_whole_profile_is_used(
+    source: str, fields: set[str] | None
+) -> None:
+    compiled = compile_content({"subject": source, "text": "{{ profile.email }}"})
+    expected = None if fields is None else frozenset(fields | {"email"})
+    assert compiled.profile_fields == expected

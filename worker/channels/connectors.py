@@ -14,7 +14,7 @@ SMTP and the local files have no such key, so it must not.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import datetime as dt
 import email.policy
 import fcntl
@@ -26,6 +26,7 @@ import secrets
 import smtplib
 import ssl
 import threading
+import time
 import urllib.parse
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -39,6 +40,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Protocol
 
+from worker.channels import pipelining
 from worker.config import Settings
 from worker.errors import ActivityError
 
@@ -129,15 +131,32 @@ class _Lanes:
         #: message id -> why its connection failed while handing it over (fate unknown).
         self.lost: dict[str, str] = {}
         self.unreachable: list[str] = []
+        #: Why connections failed with nothing in flight (pipelining: a content never left).
+        self.broken: list[str] = []
         self._next = 0
+        #: Messages a failed connection took but never handed over: the others take them.
+        self._returned: list[int] = []
+        self._given_back: set[int] = set()
         self._lock = threading.Lock()
 
     def take(self) -> int | None:
         with self._lock:
+            if self._returned:
+                return self._returned.pop()
             if self._next >= len(self.messages):
                 return None
             self._next += 1
             return self._next - 1
+
+    def give_back(self, index: int) -> bool:
+        """Let another connection send it; False when it came back once already (a message
+        whose envelope ends every connection is not passed around until none is left)."""
+        with self._lock:
+            if index in self._given_back:
+                return False
+            self._given_back.add(index)
+            self._returned.append(index)
+            return True
 
 
 class SmtpConnector:
@@ -149,11 +168,15 @@ class SmtpConnector:
     take what it did not reach. Results come back in the batch's order. Connections stay
     open between the batches of one sending pass (checked with NOOP before reuse) and are
     closed by `close()`. When a connection cannot be opened while others can (a server
-    limiting connections per client), the connector keeps to the number it got.
+    limiting connections per client), the connector keeps to the number it got. With a
+    server advertising PIPELINING (Postfix does), a connection pipelines its transactions:
+    one write and one round trip per message instead of smtplib's four (`_pipelined_lane`).
     """
 
     channel = "email"
     idempotent = False
+    #: Pipeline the transactions when the server offers it (False: always smtplib's dialogue).
+    pipelining = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -228,6 +251,8 @@ class SmtpConnector:
         except (smtplib.SMTPException, OSError) as exc:
             lanes.unreachable.append(f"cannot connect: {exc}")
             return None
+        if self.pipelining and smtp.has_extn("pipelining"):
+            return self._pipelined_lane(lanes, smtp)
         while (index := lanes.take()) is not None:
             message = lanes.messages[index]
             try:
@@ -247,7 +272,8 @@ class SmtpConnector:
         where = f"SMTP {self._where()}"
         answered = [result for result in lanes.results if result is not None]
         if not lanes.lost:  # no connection was left to send the rest: none handed over
-            raise ConnectorError(f"{where}: {lanes.unreachable[0]}"[:500], results=answered)
+            why = (lanes.unreachable or lanes.broken or ["no connection left"])[0]
+            raise ConnectorError(f"{where}: {why}"[:500], results=answered)
         # Every connection that failed leaves the message it was handing over unknown.
         in_flight, why = next(iter(lanes.lost.items()))
         raise ConnectorError(
@@ -257,15 +283,27 @@ class SmtpConnector:
             also_in_flight=[lost for lost in lanes.lost if lost != in_flight],
         )
 
-    def _send_one(self, smtp: smtplib.SMTP, message: Message) -> SendResult:
+    def _prepare(self, message: Message) -> tuple[str, bytes] | SendResult:
+        """The sender and the bytes of `message`, or its failed result when it cannot be
+        sent (an address that is not plain ASCII, a line break in a header)."""
         sender = message.sender or self.settings.smtp_sender
         if not (sender.isascii() and message.address.isascii()):
             # SMTPUTF8 is not used: refused here, before a MAIL FROM leaves a half transaction.
             return SendResult(message.message_id, False, "invalid address: not ASCII")
+        if pipelining.plain_address(sender) is None or not pipelining.plain_address(
+            message.address
+        ):
+            return SendResult(message.message_id, False, "invalid address: not local@domain")
         try:
-            data = email_bytes(message, sender)
+            return sender, email_bytes(message, sender)
         except (ValueError, TypeError, IndexError) as exc:
             return SendResult(message.message_id, False, f"invalid message: {exc}"[:255])
+
+    def _send_one(self, smtp: smtplib.SMTP, message: Message) -> SendResult:
+        prepared = self._prepare(message)
+        if isinstance(prepared, SendResult):
+            return prepared
+        sender, data = prepared
         try:
             smtp.sendmail(sender, [message.address], data)
         except smtplib.SMTPRecipientsRefused as exc:
@@ -278,6 +316,97 @@ class SmtpConnector:
         except (smtplib.SMTPException, OSError) as exc:
             raise _ConnectionLost(f"{type(exc).__name__}: {exc}") from None
         return SendResult(message.message_id, True)
+
+    def _pipelined_lane(self, lanes: _Lanes, smtp: smtplib.SMTP) -> smtplib.SMTP | None:
+        """`_lane` with the server's PIPELINING: each write carries the content of the
+        message whose DATA was accepted and the MAIL, RCPT and DATA of the next one.
+
+        Only a message whose content was written and whose final reply was not read is in
+        flight (fate unknown); a message whose envelope went out without its content was
+        never handed over (a server delivers nothing without the final dot), so when the
+        connection fails it goes back to the other connections.
+        """
+        sock = smtp.sock
+        assert sock is not None
+        reader = smtp.file or sock.makefile("rb")
+        smtp.file = reader
+        waiting: int | None = None  # the message whose DATA got 354: its content goes next
+        waiting_content = b""
+        reset = False  # a refused envelope left a transaction open: RSET before the next
+        index: int | None = None
+        in_flight: int | None = None
+        try:
+            while True:
+                index = lanes.take()
+                commands = b""
+                if index is not None:
+                    prepared = self._prepare(lanes.messages[index])
+                    if isinstance(prepared, SendResult):
+                        lanes.results[index] = prepared
+                        continue
+                    sender, data = prepared
+                    commands = (b"RSET\r\n" if reset else b"") + pipelining.envelope(
+                        sender.encode("ascii"), lanes.messages[index].address.encode("ascii")
+                    )
+                if waiting is None and index is None:
+                    return smtp
+                in_flight = waiting
+                sock.sendall(waiting_content + commands)
+                if waiting is not None:
+                    code, text = pipelining.read_reply(reader)
+                    message_id = lanes.messages[waiting].message_id
+                    ok = code == 250
+                    lanes.results[waiting] = SendResult(
+                        message_id, ok, "" if ok else _smtp_reason(code, text)
+                    )
+                    waiting, waiting_content, in_flight = None, b"", None
+                    if code == 421:
+                        self._closing(lanes, smtp, index)
+                        return None
+                if index is None:
+                    return smtp
+                if reset:
+                    pipelining.read_reply(reader)  # RSET: whatever it says, MAIL decides
+                    reset = False
+                replies = [pipelining.read_reply(reader) for _ in range(3)]
+                (mail, _), (rcpt, _), (start, _) = replies
+                if mail == 250 and rcpt in (250, 251) and start == 354:
+                    waiting, waiting_content = index, pipelining.content(data)
+                    continue
+                if start == 354:  # a server accepting DATA without a recipient: end it empty
+                    sock.sendall(b".\r\n")
+                    pipelining.read_reply(reader)
+                refused = (reply for reply in replies if reply[0] not in (250, 251, 354))
+                code, text = next(refused, replies[2])
+                lanes.results[index] = SendResult(
+                    lanes.messages[index].message_id, False, _smtp_reason(code, text)
+                )
+                reset = True
+                if code == 421:
+                    self._closing(lanes, smtp, None)
+                    return None
+        except Exception as exc:  # the connection failed (or anything unforeseen)
+            why = f"{type(exc).__name__}: {exc}"
+            if in_flight is not None:
+                lanes.lost[lanes.messages[in_flight].message_id] = why
+            else:
+                lanes.broken.append(why)
+            # A message whose content never left goes to another connection, or, when it
+            # already ended one, fails (it was not delivered: no content, no final dot).
+            untold = index is not None and lanes.results[index] is None
+            if index is not None and untold and not lanes.give_back(index):
+                message_id = lanes.messages[index].message_id
+                reason = f"two connections failed at its envelope: {why}"[:255]
+                lanes.results[index] = SendResult(message_id, False, reason)
+            smtp.close()
+            return None
+
+    def _closing(self, lanes: _Lanes, smtp: smtplib.SMTP, untold: int | None) -> None:
+        """After a 421 (the server closes): the message not yet answered goes to the others."""
+        if untold is not None:
+            lanes.give_back(untold)
+        lanes.unreachable.append("the server closed the connection (421)")
+        smtp.close()
 
     def _where(self) -> str:
         return f"{self.settings.smtp_host}:{self.settings.smtp_port}"
@@ -329,7 +458,7 @@ def email_bytes(message: Message, sender: str) -> bytes:
     if message.attachments:
         return build_email(message, sender).as_bytes(policy=_SMTP_POLICY)
     lines = [_header_line(name, value) for name, value in _headers(message, sender).items()]
-    lines += ["Date: " + formatdate(usegmt=True), "MIME-Version: 1.0"]
+    lines += ["Date: " + _date_now(), "MIME-Version: 1.0"]
     if message.html and message.text:
         # `_` is outside the base64 alphabet: the boundary cannot occur in a base64 body.
         boundary = "=_carillon_" + secrets.token_hex(12)
@@ -350,6 +479,20 @@ def email_bytes(message: Message, sender: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("ascii") + part
 
 
+_DATE_CACHE: tuple[int, str] = (0, "")
+
+
+def _date_now() -> str:
+    """The Date header value, formatted once per second (not once per message)."""
+    global _DATE_CACHE
+    now = time.time()
+    second, text = _DATE_CACHE
+    if int(now) != second:
+        text = formatdate(now, usegmt=True)
+        _DATE_CACHE = (int(now), text)
+    return text
+
+
 def _header_line(name: str, value: str) -> str:
     if value.isascii() and len(name) + len(value) <= MAX_HEADER_LINE - 2:
         return f"{name}: {value}"
@@ -358,8 +501,17 @@ def _header_line(name: str, value: str) -> str:
     return f"{name}: {encoded}"
 
 
+def _base64_lines(raw: bytes) -> bytes:
+    """What `base64.encodebytes` gives (lines of 76 characters) with CRLF line ends, encoded
+    in one call instead of one per 57-byte line."""
+    encoded = binascii.b2a_base64(raw, newline=False)
+    if not encoded:
+        return b""
+    return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+
+
 def _text_part(subtype: str, text: str) -> bytes:
-    body = base64.encodebytes(text.encode("utf-8")).replace(b"\n", b"\r\n")
+    body = _base64_lines(text.encode("utf-8"))
     return (
         f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
         "Content-Transfer-Encoding: base64\r\n\r\n"

@@ -19,15 +19,21 @@ The protocol (RELIABILITY.md 3.3), on the `delivery_log` rows of one delivery:
 
 So a crash at any point leaves at most one batch ambiguous, and each recipient receives at
 most one message. The per-batch commits need their own sessions: the task's transaction
-(`ctx.session`) only commits when the activity completes.
+(`ctx.session`) only commits when the activity completes. The next batch is read and
+rendered while the connector sends the current one (a thread), but only taken (step 2) once
+the current one's outcome is recorded (step 3). A batch reads only the profile columns its
+templates name (`CompiledContent.profile_fields`), all of them when a template uses the
+whole profile.
 """
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +74,11 @@ UNKNOWN_REASON = "interrupted while sending; not resent to avoid a duplicate"
 #: Reasons of the rows a delivery ignores, in the order they are checked.
 IGNORE_REASONS = ("blacklisted", "optedOut", "quarantined", "noAddress", "duplicateAddress")
 _MESSAGE_NAMESPACE = uuid.UUID("6f1d3c52-5c1e-4d5e-9a41-0c8b9e2f7a10")
+#: The GIL switch interval while a pass sends (Python's default is 5 ms): with the main
+#: thread rendering and the connection threads each needing the GIL briefly after every
+#: server reply, those threads queued for up to 5 ms each time; at 0.5 ms the benchmark
+#: sent 1.5-1.9x more per second for the same CPU.
+SWITCH_INTERVAL = 0.0005
 #: Lehmer (MINSTD) generator: a portable SQL hash of profile ids for the A/B split.
 _HASH_MULTIPLIER = 48271
 _HASH_MODULUS = 2147483647
@@ -92,6 +103,17 @@ def ab_variant(profile_id: int, split: Split) -> str | None:
     if bucket % 100 >= split.share:
         return None
     return split.variants[(bucket // 100) % len(split.variants)]
+
+
+@contextmanager
+def short_gil_slices() -> Iterator[None]:
+    """SWITCH_INTERVAL for the duration (never longer than it was), then as it was."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 @contextmanager
@@ -145,23 +167,62 @@ class Pass:
     statuses: Counter[str] = field(default_factory=Counter)
 
     def run(self) -> Counter[str]:
-        """Settle the ambiguous rows, then send the never-handed ones batch by batch."""
+        """Settle the ambiguous rows, then send the never-handed ones batch by batch.
+
+        The next batch is read and rendered while the connector sends the current one in a
+        thread (both mostly wait: on the database, on the server); it is taken (marked in
+        flight) only once the current batch's outcome is recorded, so a crash still leaves
+        at most one batch ambiguous, and the stop check still falls between batches.
+        """
         self.settle_in_flight()
         after = 0
-        while True:
-            if self.should_stop is not None:
-                reason = self.should_stop()
-                if reason:
-                    raise ActivityError(f"sending stopped: {reason}")
-            batch = self._next_batch(after)
-            if not batch:
-                return self.statuses
-            after = batch[-1]["id"]
-            messages = self._render(batch)
-            taken = self._take(batch)
-            self._send([m for m in messages if m.message_id in taken], batch)
-            if self.progress is not None:
-                self.progress(self.statuses["sent"] + self.statuses["failed"])
+        handed: tuple[Future[list[SendResult]], list[Message]] | None = None
+        with short_gil_slices(), ThreadPoolExecutor(1, "carillon-sending") as background:
+            try:
+                while True:
+                    batch = self._next_batch(after)
+                    messages = self._render(batch)
+                    if handed is not None:
+                        sent, handed = handed, None
+                        self._settle(*sent)
+                    if self.should_stop is not None:
+                        reason = self.should_stop()
+                        if reason:
+                            raise ActivityError(f"sending stopped: {reason}")
+                    if not batch:
+                        return self.statuses
+                    after = batch[-1]["id"]
+                    taken = self._take(batch)
+                    todo = [m for m in messages if m.message_id in taken]
+                    if todo:
+                        handed = (background.submit(self.connector.send, todo), todo)
+            finally:
+                if handed is not None:  # failing before the outcome of the batch sent was read
+                    self._settle_quietly(*handed)
+
+    def _settle(self, sent: Future[list[SendResult]], messages: list[Message]) -> None:
+        """Wait for the batch handed to the connector and record its outcome."""
+        try:
+            results = sent.result()
+        except ConnectorError as exc:
+            self._record(exc.results)
+            self._give_back(messages, exc)
+            raise ActivityError(
+                f"{exc.message} ({self.statuses['sent']:,} message(s) sent before it)"
+            ) from None
+        self._record(results)
+        answered = {result.message_id for result in results}
+        missing = [m for m in messages if m.message_id not in answered]
+        if missing:  # a connector that skipped messages: their fate is unknown
+            self._mark([m.message_id for m in missing], "unknown", "no answer from the connector")
+        if self.progress is not None:
+            self.progress(self.statuses["sent"] + self.statuses["failed"])
+
+    def _settle_quietly(self, sent: Future[list[SendResult]], messages: list[Message]) -> None:
+        """_settle while another error is on its way out: that error is the one reported (a
+        connector error here still recorded what it knew)."""
+        with suppress(Exception):
+            self._settle(sent, messages)
 
     def settle_in_flight(self) -> int:
         """Rows an earlier attempt handed to a connector without recording the outcome."""
@@ -185,12 +246,17 @@ class Pass:
     def _next_batch(self, after: int) -> list[Mapping[str, Any]]:
         """The next rows never handed over, with their profile and enrichment columns."""
         log, prof = delivery_log, self.profile
+        used = self._profile_fields()
         columns: list[Any] = [
             log.c.id.label("id"),
             log.c.messageId.label("messageId"),
             log.c.address.label("address"),
             log.c.variant.label("variant"),
-            *(c.label(f"p_{c.key}") for c in prof.columns if c.key != "org_id"),
+            *(
+                c.label(f"p_{c.key}")
+                for c in prof.columns
+                if c.key != "org_id" and (used is None or c.key in used)
+            ),
         ]
         source = log.join(prof, prof.c.id == log.c.profileId)
         extra = list((self.population or {}).get("columns") or [])
@@ -213,6 +279,17 @@ class Pass:
         )
         with self.sessions() as s:
             return [dict(row) for row in s.execute(query).mappings()]
+
+    def _profile_fields(self) -> frozenset[str] | None:
+        """The profile columns the templates read (None: all of them): a batch selects only
+        those, as reading and copying every column of every recipient cost more than
+        rendering."""
+        used: set[str] = set()
+        for content in self.contents.values():
+            if content.profile_fields is None:
+                return None
+            used |= content.profile_fields
+        return frozenset(used)
 
     def _render(self, batch: list[Mapping[str, Any]]) -> list[Message]:
         messages = []
@@ -248,23 +325,6 @@ class Pass:
                 )
             ).scalars()
             return set(taken)
-
-    def _send(self, messages: list[Message], batch: list[Mapping[str, Any]]) -> None:
-        if not messages:
-            return
-        try:
-            results = self.connector.send(messages)
-        except ConnectorError as exc:
-            self._record(exc.results)
-            self._give_back(messages, exc)
-            raise ActivityError(
-                f"{exc.message} ({self.statuses['sent']:,} message(s) sent before it)"
-            ) from None
-        self._record(results)
-        answered = {result.message_id for result in results}
-        missing = [m for m in messages if m.message_id not in answered]
-        if missing:  # a connector that skipped messages: their fate is unknown
-            self._mark([m.message_id for m in missing], "unknown", "no answer from the connector")
 
     def _record(self, results: list[SendResult]) -> None:
         sent = [r.message_id for r in results if r.ok]

@@ -386,12 +386,25 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
+#: Types handed to templates as they are; anything else goes through _plain.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain(value: Any, depth: int = 0) -> Any:
     """The value as plain JSON-like data, so no object with methods reaches a template."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if depth >= MAX_DEPTH and not isinstance(value, bool | int | float | str):
+        return None
+    if kind is dict:
+        # The common case (a profile row): its values are scalars, copied without a call each.
+        return {
+            (k if type(k) is str else str(k)): (v if type(v) in _SCALARS else _plain(v, depth + 1))
+            for k, v in value.items()
+        }
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    if depth >= MAX_DEPTH:
-        return None
     if isinstance(value, Mapping):
         return {str(k): _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -406,10 +419,19 @@ def _plain(value: Any, depth: int = 0) -> Any:
 class CompiledContent:
     """A message's fields compiled; `render` personalises them for one recipient."""
 
-    def __init__(self, templates: Mapping[str, Any], sources: Mapping[str, str], max_chars: int):
+    def __init__(
+        self,
+        templates: Mapping[str, Any],
+        sources: Mapping[str, str],
+        max_chars: int,
+        profile_fields: frozenset[str] | None = None,
+    ):
         self._templates = dict(templates)
         self.sources = dict(sources)
         self.max_chars = max_chars
+        #: The profile fields the templates read (`profile.x`, `profile['x']`), or None when
+        #: a template uses `profile` otherwise (loops over it, passes it on): then all.
+        self.profile_fields = profile_fields
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -421,15 +443,25 @@ class CompiledContent:
         return {name: self._render(name, values) for name in self._templates}
 
     def _render(self, name: str, values: dict[str, Any]) -> str:
+        template = self._templates[name]
         budget = _Budget(self.max_chars)
         token = _BUDGET.set(budget)
         parts: list[str] = []
         try:
-            for part in self._templates[name].generate(values):
-                budget.chars -= len(part)
-                if budget.chars < 0:
-                    raise _Exceeded(f"output of more than {self.max_chars:,} characters")
-                parts.append(part)
+            # What Template.generate does, without copying the values and the globals into
+            # a new dict for every field of every recipient: the context reads the globals
+            # first and the values over them (the precedence of generate), one merge per
+            # field; the template cannot change it (immutable sandbox, `set` is local).
+            context = template.new_context({**template.globals, **values}, shared=True)
+            try:
+                for part in template.root_render_func(context):
+                    budget.chars -= len(part)
+                    if budget.chars < 0:
+                        raise _Exceeded(f"output of more than {self.max_chars:,} characters")
+                    parts.append(part)
+            except Exception:
+                # Re-raised with the traceback rewritten to template lines, as generate does.
+                template.environment.handle_exception()
         except Exception as exc:
             raise TemplateError(
                 _message(exc), field=name, line=_error_line(exc, _filename(name))
@@ -453,6 +485,7 @@ def compile_content(content: Mapping[str, str], *, max_chars: int = 100_000) -> 
         raise TemplateError("content must be an object of template strings")
     compiled: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    used: set[str] | None = set()
     for name, source in content.items():
         if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
             raise TemplateError(f"invalid field name {str(name)[:40]!r}")
@@ -462,11 +495,38 @@ def compile_content(content: Mapping[str, str], *, max_chars: int = 100_000) -> 
             raise TemplateError(f"longer than {max_chars:,} characters", field=name)
         env = _environment(name == "html")
         try:
-            code = env.compile(source, name=name, filename=_filename(name))
-            compiled[name] = env.template_class.from_code(env, code, env.make_globals(None))
+            tree = env.parse(source, name=name, filename=_filename(name))
+            fields = profile_fields(tree)
+            used = None if used is None or fields is None else used | fields
+            code = env.compile(tree, name=name, filename=_filename(name))
+            # A plain dict of the globals, not Jinja's ChainMap: a context iterates them
+            # for every render, and a ChainMap is slow to iterate.
+            compiled[name] = env.template_class.from_code(env, code, dict(env.make_globals(None)))
         except Exception as exc:
             raise TemplateError(
                 _message(exc), field=name, line=_error_line(exc, _filename(name))
             ) from None
         sources[name] = source
-    return CompiledContent(compiled, sources, max_chars)
+    return CompiledContent(compiled, sources, max_chars, None if used is None else frozenset(used))
+
+
+def profile_fields(tree: nodes.Template) -> frozenset[str] | None:
+    """The fields of `profile` a template reads by name, or None when it uses `profile` in
+    any other way (the sending pass then selects every profile column)."""
+    names = sum(1 for node in tree.find_all(nodes.Name) if node.name == "profile")
+    fields: set[str] = set()
+    reads = 0
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
+        if not (isinstance(node.node, nodes.Name) and node.node.name == "profile"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            if hasattr(dict, node.attr):  # profile.get(...), profile.items(): the whole dict
+                return None
+            fields.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            fields.add(node.arg.value)
+        else:
+            return None
+        reads += 1
+    return frozenset(fields) if reads == names else None
