@@ -40,7 +40,7 @@ class Received:
 
     def body(self, subtype: str = "plain") -> str:
         part = self.message.get_body((subtype,))
-        return "" if part is None else str(part.get_content())  # type: ignore[attr-defined]
+        return "" if part is None else str(part.get_content())
 
 
 def with_pipelining(responses: list[str]) -> list[str]:

@@ -27,7 +27,7 @@ from sqlalchemy import select
 import tests.faults.plugins  # noqa: F401  (registers `crash` for definitions saved here)
 from tests.faults.servers import PrivatePostgres, PrivateRedis, free_port
 from tests.faults.sinks import ProviderSink
-from tests.integration.conftest import Stack, wait_for
+from tests.integration.conftest import Stack, api_healthy, wait_for
 from tests.smtp_server import SmtpServer
 from worker import catalog
 from worker.config import Settings
@@ -174,11 +174,7 @@ class FaultStack(Stack):
         wait_for(self.api_healthy, 60, "gunicorn to answer /healthz", interval=0.2)
 
     def api_healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.api_base}/healthz", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return api_healthy(self.api_base)
 
     def alive(self, name: str) -> bool:
         process = self.processes.get(name)

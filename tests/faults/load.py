@@ -24,7 +24,7 @@ from typing import Any
 
 from tests.faults.harness import ApiClient, FaultStack
 from tests.faults.servers import free_port
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import api_healthy, wait_for
 from worker.stack import api_command
 
 HERE = Path(__file__).resolve().parent
@@ -72,14 +72,9 @@ def start_limited_api(stack: FaultStack, rate: str, workers: int = 2) -> str:
         CARILLON_PUBLIC_URL=base,
     )
 
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    wait_for(healthy, 60, "the rate-limited gunicorn to answer /healthz", interval=0.2)
+    wait_for(
+        lambda: api_healthy(base), 60, "the rate-limited gunicorn to answer /healthz", interval=0.2
+    )
     return base
 
 

@@ -30,7 +30,7 @@ from tests.faults.scenario import emails_to, finish, launch, slow_smtp
 from tests.faults.servers import free_port
 from tests.faults.test_quick_tier import org_for
 from tests.faults.workload import unique
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import api_healthy, wait_for
 from worker.stack import api_command, beat_command, worker_command
 from worker.technical import install
 from worker.technical.tables import technical_setting
@@ -310,17 +310,7 @@ def _api_with_clock(live: FaultStack, name: str, clock: str) -> str:
     port = free_port()
     live.spawn(name, api_command("127.0.0.1", port, 1), **faketime_env(clock))
     base = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    wait_for(healthy, 60, f"{name} to answer /healthz", interval=0.2)
+    wait_for(lambda: api_healthy(base), 60, f"{name} to answer /healthz", interval=0.2)
     return base
 
 

@@ -267,6 +267,15 @@ def running_stack(
             next(database, None)
 
 
+def api_healthy(base: str) -> bool:
+    """True when the API at `base` answers /healthz with 200."""
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -282,15 +291,7 @@ def start_api(stack: Stack, workers: int = 1, name: str = "api", **env: str) -> 
     if name == "api":
         stack.env["CARILLON_PUBLIC_URL"] = base
     stack.spawn(name, api_command("127.0.0.1", port, workers), CARILLON_PUBLIC_URL=base, **env)
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    wait_for(healthy, 60, f"gunicorn ({name}) to answer /healthz")
+    wait_for(lambda: api_healthy(base), 60, f"gunicorn ({name}) to answer /healthz")
     return base
 
 

@@ -13,12 +13,11 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import free_port, wait_for
+from tests.integration.conftest import api_healthy, free_port, wait_for
 
 SCRIPT = Path(sys.executable).parent / "carillon"
 
@@ -92,20 +91,13 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
-            return bool(answer.status == 200)
-    except OSError:
-        return False
-
-
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_up_stops_every_child_on_ctrl_c_or_sigterm(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     up = subprocess.Popen(
         [str(SCRIPT), "up", "--port", str(port), "--concurrency", "1"],
         cwd=tmp_path,
@@ -115,7 +107,7 @@ def test_up_stops_every_child_on_ctrl_c_or_sigterm(
     )
     children: set[int] = set()
     try:
-        wait_for(lambda: healthy(port) or up.poll() is not None, 60, "the API of carillon up")
+        wait_for(lambda: api_healthy(base) or up.poll() is not None, 60, "the API of carillon up")
         assert up.poll() is None, up.communicate(timeout=10)[0].decode()[-3000:]
         # api (gunicorn + its workers), worker (+ its pool process), beat
         children = wait_for(
@@ -127,7 +119,7 @@ def test_up_stops_every_child_on_ctrl_c_or_sigterm(
         assert up.returncode == 0, output[-3000:]
         assert "stopping..." in output
         wait_for(lambda: not [p for p in children if alive(p)], 20, "every child to exit")
-        assert not healthy(port)
+        assert not api_healthy(base)
     finally:
         # a failed stop must not leak the stack into the rest of the suite
         for pid in [up.pid, *children]:
