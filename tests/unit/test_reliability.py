@@ -35,6 +35,29 @@ class Flaky(ActivityType):
         return Outcome(vars={"flaky": ctx.attempt})
 
 
+#: What the `stoppedMidRun` activity does while it runs: commands on its own workflow, then
+#: "raise" or "done".
+MID_RUN: dict[str, Any] = {"commands": [], "then": "done"}
+
+
+@register
+class StoppedMidRun(ActivityType):
+    """Sends commands to its own workflow while running (an operator's stop racing it)."""
+
+    name = "stoppedMidRun"
+
+    def run(self, ctx: Context) -> Outcome:
+        for method in MID_RUN["commands"]:
+            ENGINES[-1].command(None, "chain", method)
+        if MID_RUN["then"] == "raise":
+            raise RuntimeError("sending stopped halfway")
+        return Outcome(vars={"late": True})
+
+
+#: The engine the running activity commands (set by the test).
+ENGINES: list[Any] = []
+
+
 def chain(kind: str = "noop", name: str = "chain") -> dict[str, Any]:
     return {
         "id": name,
@@ -291,3 +314,44 @@ def test_task_countdowns_stay_well_under_the_visibility_timeout() -> None:
     for retries in range(DB_RETRIES):
         assert outage_countdown(retries, 3600) <= 30.0
         assert outage_countdown(retries, 30) <= 3.0
+
+
+# ------------------------------------------------------------ stop races a running task
+
+
+@pytest.mark.parametrize("then", ["raise", "done"])
+def test_a_stop_fences_out_the_running_task_whatever_it_ends_with(
+    harness: Harness, then: str
+) -> None:
+    """F14: the execution a stop overtook neither fails into the error policy nor completes
+    into successors: its task is aborted, its attempt moved on."""
+    ENGINES[:] = [harness.engine]
+    MID_RUN.update(commands=["stop"], then=then)
+    a1_id = up_to_a1(harness, kind="stoppedMidRun")
+    claimed = task(harness, a1_id).attempt + 1  # the claim takes the next attempt
+
+    assert harness.engine.run(a1_id).status == "fenced"
+
+    row = task(harness, a1_id)
+    assert (row.state, row.attempt, row.error) == ("aborted", claimed + 1, None)
+    assert workflow_state(harness) == "stopped"
+    ends = harness.query(select(Task.id).join(Workflow).where(Task.activity == "end1"))
+    assert ends == []  # no successor from the stale completion
+
+
+def test_a_stop_then_start_does_not_let_the_old_execution_into_the_new_run(
+    harness: Harness,
+) -> None:
+    """The old execution fails after the restart: the new run stays started, not in error."""
+    ENGINES[:] = [harness.engine]
+    MID_RUN.update(commands=["stop", "start"], then="raise")
+    a1_id = up_to_a1(harness, kind="stoppedMidRun")
+
+    assert harness.engine.run(a1_id).status == "fenced"
+
+    assert task(harness, a1_id).state == "aborted"
+    assert workflow_state(harness) == "started"
+    moves = harness.query(
+        select(StateEvent.from_state, StateEvent.to_state).where(StateEvent.entity_id == a1_id)
+    )
+    assert ("running", "aborted") in moves and ("running", "failed") not in moves

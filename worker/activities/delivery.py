@@ -375,18 +375,21 @@ def _sender(ctx: Context) -> str:
 def _stop_check(
     sessions: sessionmaker[Session], task_id: str, attempt: int
 ) -> Callable[[], str | None]:
-    """Between batches: stop when a later attempt took the task over or the workflow stopped
-    (the engine leaves running tasks of a stopped workflow running; they end themselves)."""
+    """Between batches: stop when the task is no longer this attempt's (a stop, restart or
+    terminating end aborts it and moves its attempt on; a reaper hands it to a new attempt)
+    or the workflow stopped."""
 
     def check() -> str | None:
         with sessions() as s:
             found = s.execute(
-                select(Task.state, Task.attempt, Workflow.state.label("wf"))
+                select(Task.state, Task.attempt, Task.reason, Workflow.state.label("wf"))
                 .join(Workflow, Workflow.id == Task.workflow_id)
                 .where(Task.id == task_id)
             ).first()
         if found is None:
             return "the task no longer exists"
+        if found.state == "aborted":
+            return f"the task was aborted ({found.reason or 'no reason given'})"
         if found.attempt != attempt or found.state != "running":
             return "a later attempt took the task over"
         if found.wf == "stopped":
