@@ -62,7 +62,8 @@ def servers() -> Iterator[Servers]:
             _unavailable("redis-server or PostgreSQL binaries are not installed")
         redis_server = PrivateRedis(folder / "redis", redis_password)
         pg = PrivatePostgres(folder / "postgres", pg_password)
-    smtp = SmtpServer().start()
+    # Advertising PIPELINING as Postfix does: the faults hit the connector's production path.
+    smtp = SmtpServer(pipelining=True).start()
     sink = ProviderSink().start()
     built = Servers(redis_server, pg, smtp, sink, secrets=[redis_password, pg_password])
     try:
