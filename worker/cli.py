@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from worker import cli_status, cli_technical
+from worker import cli_status, cli_technical, config
 from worker.cli_common import _fail, _runtime
 from worker.errors import CarillonError
 
@@ -69,6 +69,7 @@ def up(port: int | None, concurrency: int) -> None:
     settings = runtime.settings()
     port = port or settings.api_port
     env = dict(os.environ, CARILLON_API_PORT=str(port))
+    config.record_served_url(Path(settings.home), f"http://{settings.api_host}:{port}")
     procs = stack.Stack(env, Path(settings.home) / "logs")
     procs.start("worker", stack.worker_command(concurrency))
     procs.start("beat", stack.beat_command(settings))
@@ -120,7 +121,9 @@ def api(port: int | None, workers: int) -> None:
     from worker import stack
 
     settings = _runtime().settings()
-    command = stack.api_command(settings.api_host, port or settings.api_port, workers)
+    port = port or settings.api_port
+    config.record_served_url(Path(settings.home), f"http://{settings.api_host}:{port}")
+    command = stack.api_command(settings.api_host, port, workers)
     os.execv(command[0], command)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -153,7 +154,10 @@ class Settings:
             activity_modules=_list(env, "CARILLON_ACTIVITY_MODULES"),
             api_host=env.get("CARILLON_API_HOST", "127.0.0.1"),
             api_port=_int(env, "CARILLON_API_PORT", 8080, minimum=1, maximum=65535),
-            public_url=env.get("CARILLON_PUBLIC_URL", ""),
+            # A CLI in another shell does not know the port `carillon up --port N` serves
+            # on: the API's last start wrote it down (an explicit port setting wins).
+            public_url=env.get("CARILLON_PUBLIC_URL", "")
+            or ("" if "CARILLON_API_PORT" in env else served_url(home)),
             tracking_url=env.get("CARILLON_TRACKING_URL", ""),
             secret_key=env.get("CARILLON_SECRET_KEY", ""),
             admin_token=_token(env, "CARILLON_ADMIN_TOKEN"),
@@ -299,6 +303,30 @@ def _token(env: Mapping[str, str], name: str, minimum: int = 16) -> str:
     if value and len(value) < minimum:  # a guessable admin token would open every org
         raise ConfigError(f"{name} must be at least {minimum} characters long")
     return value
+
+
+#: File in CARILLON_HOME where `carillon up` and `carillon api` write the URL they serve on.
+SERVED_URL_FILE = "api_url"
+_SERVED_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]{1,300}")
+
+
+def record_served_url(home: Path, url: str) -> None:
+    """Write down where the API serves (replaced atomically: readers see old or new)."""
+    home.mkdir(parents=True, exist_ok=True)
+    staging = home / f".{SERVED_URL_FILE}.{os.getpid()}"
+    staging.write_text(url + "\n")
+    os.replace(staging, home / SERVED_URL_FILE)
+
+
+def served_url(home: Path) -> str:
+    """The URL the API last served on in `home`, or "" (none, unreadable or not a URL)."""
+    try:
+        with open(home / SERVED_URL_FILE, "rb") as found:
+            raw = found.read(1024)
+    except OSError:
+        return ""
+    text = raw.decode("ascii", "replace").strip()
+    return text if _SERVED_URL.fullmatch(text) else ""
 
 
 def _secret_key(path: Path) -> str:

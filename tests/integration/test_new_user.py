@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import api_healthy, free_port, wait_for
+from worker.config import Settings
 
 SCRIPT = Path(sys.executable).parent / "carillon"
 
@@ -109,6 +110,9 @@ def test_up_stops_every_child_on_ctrl_c_or_sigterm(
     try:
         wait_for(lambda: api_healthy(base) or up.poll() is not None, 60, "the API of carillon up")
         assert up.poll() is None, up.communicate(timeout=10)[0].decode()[-3000:]
+        # A shell with no port setting (the CLI's why texts, a worker started apart) links
+        # to the port up serves on, not to the default 8080
+        assert Settings.from_env(embedded_env(tmp_path / "home")).public_url == base
         # api (gunicorn + its workers), worker (+ its pool process), beat
         children = wait_for(
             lambda: (found := descendants(up.pid)) and len(found) >= 5 and found, 30, "children"

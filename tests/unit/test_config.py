@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import Settings
+from worker.config import SERVED_URL_FILE, Settings, record_served_url
 from worker.errors import ConfigError
 
 # (variable, field, default, smallest accepted value)
@@ -330,3 +330,47 @@ def test_data_folders_default_under_home_and_follow_the_environment(tmp_path: Pa
 def test_transfer_settings_refuse_nonsense(name: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: raw})
+
+
+def test_a_shell_without_port_settings_links_to_where_the_api_last_served(home: Path) -> None:
+    # Given `carillon up --port 18080` (or `carillon api --port`) started in this home
+    record_served_url(home, "http://127.0.0.1:18080")
+    # Then a CLI or worker in another shell, with no port setting, links to that port
+    assert settings(home).public_url == "http://127.0.0.1:18080"
+    assert settings(home).tracking_url == "http://127.0.0.1:18080"
+    # And an explicit port setting or public URL wins over the file
+    assert settings(home, CARILLON_API_PORT="9000").public_url == "http://127.0.0.1:9000"
+    explicit = settings(home, CARILLON_PUBLIC_URL="https://campaign.example.com/")
+    assert explicit.public_url == "https://campaign.example.com"
+
+
+def test_a_second_start_replaces_the_served_url(home: Path) -> None:
+    record_served_url(home, "http://127.0.0.1:18080")
+    record_served_url(home, "http://0.0.0.0:9001")
+    assert settings(home).public_url == "http://0.0.0.0:9001"
+    assert [p.name for p in home.iterdir() if "api_url" in p.name] == [SERVED_URL_FILE]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\n",
+        b"javascript:alert(1)",
+        b"http://evil.example/path?x=<script>",
+        b"http://127.0.0.1:8080\nhttp://other:1",
+        b"ftp://127.0.0.1:21",
+        b"\xff\xfe\x00garbage",
+        b"http://" + b"a" * 5000,
+    ],
+    ids=["empty", "newline", "script", "path", "two-lines", "ftp", "binary", "huge"],
+)
+def test_a_damaged_served_url_file_is_ignored(home: Path, content: bytes) -> None:
+    home.mkdir(parents=True)
+    (home / SERVED_URL_FILE).write_bytes(content)
+    assert settings(home).public_url == "http://127.0.0.1:8080"
+
+
+def test_a_served_url_file_that_is_a_folder_is_ignored(home: Path) -> None:
+    (home / SERVED_URL_FILE).mkdir(parents=True)
+    assert settings(home).public_url == "http://127.0.0.1:8080"
