@@ -33,8 +33,7 @@ def now(session: Session) -> dt.datetime:
     if bind.dialect.name != "postgresql":
         return utcnow()
     key = str(bind.engine.url)
-    with _lock:
-        known = _offsets.get(key)
+    known = _offsets.get(key)  # no lock: one dict read is atomic, and this is every hop
     if known is None or time.monotonic() - known[1] > REFRESH_AFTER:
         known = (_measure(session), time.monotonic())
         with _lock:

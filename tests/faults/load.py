@@ -150,6 +150,33 @@ def _load_env(client: ApiClient, workflow: str, segment: str, report: Path) -> d
     }
 
 
+def _run_tool(
+    command: list[str], work: Path, env: dict[str, str], *, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run a load tool in `work` (bounded by `timeout`); its outcome and the seconds it took."""
+    started = time.monotonic()
+    done = subprocess.run(
+        command, cwd=work, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return done, time.monotonic() - started
+
+
+def _load_report(
+    tool: str, found: dict[str, Any], statuses: dict[int, int], took: float
+) -> LoadReport:
+    """A tool's JSON summary (same keys from locustfile.py and signal.lua) as a LoadReport."""
+    return LoadReport(
+        tool,
+        statuses,
+        int(found["missingRetryAfter"]),
+        int(found["requests"]),
+        float(found["p50"] or 0),
+        float(found["p99"] or 0),
+        float(found["max"] or 0),
+        took,
+    )
+
+
 def run_locust(
     base: str,
     client: ApiClient,
@@ -184,29 +211,11 @@ def run_locust(
         "--loglevel",
         "WARNING",
     ]
-    started = time.monotonic()
-    done = subprocess.run(
-        command,
-        cwd=work,
-        env=_load_env(client, workflow, segment, report),
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=False,
-    )
-    took = time.monotonic() - started
+    env = _load_env(client, workflow, segment, report)
+    done, took = _run_tool(command, work, env, timeout=seconds + 60)
     assert done.returncode == 0 and report.exists(), (done.returncode, done.stderr[-3000:])
     found = json.loads(report.read_text())
-    return LoadReport(
-        "locust",
-        {int(s): n for s, n in found["statuses"].items()},
-        int(found["missingRetryAfter"]),
-        int(found["requests"]),
-        float(found["p50"] or 0),
-        float(found["p99"] or 0),
-        float(found["max"] or 0),
-        took,
-    )
+    return _load_report("locust", found, {int(s): n for s, n in found["statuses"].items()}, took)
 
 
 def wrk_binary() -> str | None:
@@ -238,33 +247,15 @@ def run_wrk(
         str(WRK_SCRIPT),
         base,
     ]
-    started = time.monotonic()
-    done = subprocess.run(
-        command,
-        cwd=work,
-        env=_load_env(client, workflow, segment, work / "unused.json"),
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-        check=False,
-    )
-    took = time.monotonic() - started
+    env = _load_env(client, workflow, segment, work / "unused.json")
+    done, took = _run_tool(command, work, env, timeout=seconds + 30)
     lines = [line for line in done.stdout.splitlines() if line.startswith("WRK-JSON ")]
     assert done.returncode == 0 and lines, (done.returncode, done.stdout[-2000:], done.stderr)
     found: dict[str, Any] = json.loads(lines[-1].removeprefix("WRK-JSON "))
     statuses = {int(s): n for s, n in found["statuses"].items()}
     if found["socketErrors"]:
         statuses[0] = found["socketErrors"]  # counted as server errors: none may happen
-    return LoadReport(
-        "wrk",
-        statuses,
-        int(found["missingRetryAfter"]),
-        int(found["requests"]),
-        float(found["p50"]),
-        float(found["p99"]),
-        float(found["max"]),
-        took,
-    )
+    return _load_report("wrk", found, statuses, took)
 
 
 def limiter_ttls(stack: FaultStack) -> dict[str, int]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -54,6 +55,14 @@ def launch(
 
 def emails_to(stack: FaultStack, segment: str) -> int:
     return sum(1 for m in stack.servers.smtp.messages if segment in m.recipients[0])
+
+
+def mid_delivery(stack: FaultStack, target: Launched, emails: int) -> Any:
+    """Block until `target`'s email1 runs (attempt 1) and `emails` of its messages are out:
+    the moment most scenarios inject their fault. Returns email1's running task row."""
+    row = stack.wait_running(target.name, "email1")
+    wait_for(lambda: emails_to(stack, target.segment) >= emails, 60, f"{emails} emails out")
+    return row
 
 
 def finish(

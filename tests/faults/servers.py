@@ -13,10 +13,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import redis
+
+from tests.integration.conftest import wait_for
 
 #: Longest wait for a server to come up or go down (seconds).
 BOOT_TIMEOUT = 60.0
@@ -26,15 +27,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _wait(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -87,7 +79,7 @@ class PrivateRedis:
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
-        _wait(self.ping, BOOT_TIMEOUT, f"redis on port {self.port}")
+        wait_for(self.ping, BOOT_TIMEOUT, f"redis on port {self.port}")
 
     def ping(self) -> bool:
         client = self.client()

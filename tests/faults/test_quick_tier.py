@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from tests.faults.conftest import require_restartable
 from tests.faults.harness import FaultStack
-from tests.faults.scenario import emails_to, finish, launch, slow_smtp
+from tests.faults.scenario import emails_to, finish, launch, mid_delivery, slow_smtp
 from tests.integration.conftest import wait_for
 from worker.models import Job, Workflow
 
@@ -39,8 +39,7 @@ def test_f1_a_worker_child_killed_mid_delivery_sends_nobody_twice(
         target = launch(live, client, "linear", rng)
         other = launch(live, client, "signal_wait", rng)
         # Given email1 running, some of its messages out
-        row = live.wait_running(target.name, "email1")
-        wait_for(lambda: emails_to(live, target.segment) >= 5, 60, "5 emails out")
+        row = mid_delivery(live, target, 5)
         # When the prefork child running it is SIGKILLed (F1)
         fault_at = time.monotonic()
         live.kill_child(live.worker_pid_of(row))
@@ -57,8 +56,7 @@ def test_f2_the_whole_worker_killed_and_restarted_loses_nothing(
     with slow_smtp(live, 0.05):
         target = launch(live, client, "fork_join", rng)
         other = launch(live, client, "linear", rng)
-        live.wait_running(target.name, "email1")
-        wait_for(lambda: emails_to(live, target.segment) >= 5, 60, "5 emails out")
+        mid_delivery(live, target, 5)
         # When the worker, main process and children, is SIGKILLed and back 3 s later (F2)
         fault_at = time.monotonic()
         live.kill_worker(downtime=3.0)
@@ -74,8 +72,7 @@ def test_f4_a_frozen_worker_resumed_after_its_lease_is_fenced_out(
     client = live.client(org_for(rng))
     with slow_smtp(live, 0.1):
         target = launch(live, client, "linear", rng)
-        row = live.wait_running(target.name, "email1")
-        wait_for(lambda: emails_to(live, target.segment) >= 5, 60, "5 emails out")
+        row = mid_delivery(live, target, 5)
         zombie = live.worker_pid_of(row)
         # When the child running attempt 1 is frozen past its lease (F4), the reaper has
         # another child run attempt 2; then the zombie thaws

@@ -26,7 +26,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from tests.faults import command_race, load, schemathesis_run
 from tests.faults.conftest import require_restartable
 from tests.faults.harness import ApiClient, Call, FaultStack
-from tests.faults.scenario import emails_to, finish, launch, slow_smtp
+from tests.faults.scenario import emails_to, finish, launch, mid_delivery, slow_smtp
 from tests.faults.test_quick_tier import org_for
 from tests.faults.workload import BATCH, PROFILES, seed_segment, unique
 from tests.integration.conftest import wait_for
@@ -40,8 +40,7 @@ def test_f3_a_warm_shutdown_mid_delivery_loses_nothing(
     client = live.client(org_for(rng))
     with slow_smtp(live, 0.1):
         target = launch(live, client, "linear", rng)
-        live.wait_running(target.name, "email1")
-        wait_for(lambda: emails_to(live, target.segment) >= 5, 60, "5 emails out")
+        mid_delivery(live, target, 5)
         # When the worker gets SIGTERM (warm shutdown) mid-delivery, and a new one starts (F3)
         fault_at = time.monotonic()
         live.kill("w1", signal.SIGTERM)
@@ -460,8 +459,7 @@ def test_f14c_a_stop_then_start_mid_delivery_stops_the_old_runs_sending(
     client = live.client(org_for(rng))
     with slow_smtp(live, 0.5):
         target = launch(live, client, "linear", rng)
-        live.wait_running(target.name, "email1")
-        wait_for(lambda: emails_to(live, target.segment) >= 2, 60, "2 emails out")
+        mid_delivery(live, target, 2)
         fault_at = time.monotonic()
         assert client.command(target.name, "stop").status == 202
         wait_for(lambda: live.state(target.name) == "stopped", 30, "the stop to apply")
