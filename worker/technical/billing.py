@@ -1,9 +1,12 @@
 """billing: the daily activity report (deliveries, messages, profiles) emailed to the billing user.
 
-The report covers the previous UTC day, per organization: deliveries created, messages sent,
+The report covers the UTC day before its fire's slot (the day before now for a run no fire
+started), per organization: deliveries created, messages sent,
 failed and ignored, transactional events received, and profiles at the time of the run. It
 goes to `billingEmail` (option; default CARILLON_BILLING_EMAIL) through the email connector,
-with a Message-ID derived from the day, so a rerun for the same day is recognisable.
+with a Message-ID derived from the day, so a rerun for the same day is recognisable. A fire
+sent late (beat was down; on restart it sends the latest missed slot) thus reports the day
+its slot follows, not the day before the late run, which the next slot reports.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from worker.channels.connectors import Message, connector_for
 from worker.errors import ActivityError
 from worker.marketing import profile
 from worker.messaging import delivery, delivery_log, event
-from worker.models import Organization
+from worker.models import Organization, Workflow
 from worker.registry import register
+from worker.technical.install import SYSTEM_ORG
+from worker.technical.tables import technical_fire
 
 EMAIL_RE = re.compile(r"^[^@\s<>,;]{1,64}@[^@\s<>,;]{1,255}\Z")
 
@@ -73,6 +78,25 @@ def report(s: Session, day: dt.date) -> list[dict[str, Any]]:
     return sorted(figures.values(), key=lambda item: item["org"])
 
 
+def report_day(ctx: Context) -> dt.date:
+    """The day before this run's fire slot; the day before now for any other run."""
+    s = ctx.session
+    workflow = s.get(Workflow, ctx.workflow_id)
+    system = s.scalar(select(Organization.id).where(Organization.name == SYSTEM_ORG))
+    slot = None
+    if workflow is not None and workflow.org_id == system:
+        # The fire that started this run is the latest started one: while a run goes on,
+        # every later fire of its workflow is skipped (fire._decide).
+        slot = s.scalar(
+            select(technical_fire.c.slot)
+            .where(technical_fire.c.name == workflow.name, technical_fire.c.outcome == "started")
+            .order_by(technical_fire.c.slot.desc())
+            .limit(1)
+        )
+    start = slot if slot is not None else ctx.now.astimezone(dt.UTC)
+    return start.date() - dt.timedelta(days=1)
+
+
 def as_text(day: dt.date, rows: list[dict[str, Any]]) -> str:
     columns = ("org", "deliveries", "sent", "failed", "ignored", "events", "profiles")
     lines = [f"Carillon activity report for {day.isoformat()} (UTC)", "", "\t".join(columns)]
@@ -89,7 +113,7 @@ class Billing(ActivityType):
     options = {"billingEmail": Option((str,), check=_check_email)}
 
     def run(self, ctx: Context) -> Outcome:
-        day = (ctx.now.astimezone(dt.UTC) - dt.timedelta(days=1)).date()
+        day = report_day(ctx)
         rows = report(ctx.session, day)
         to = ctx.activity.options.get("billingEmail") or ctx.settings.billing_email
         message = Message(
