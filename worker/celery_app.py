@@ -57,6 +57,7 @@ def create_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_soft_shutdown_timeout=settings.soft_shutdown_timeout,
         task_ignore_result=True,
         result_expires=timedelta(hours=6),
         broker_transport_options=transport,

@@ -59,6 +59,10 @@ class Settings:
     max_attempts: int = 5
     #: CARILLON_VISIBILITY_TIMEOUT: Redis visibility timeout in seconds (3600).
     visibility_timeout: int = 3600
+    #: CARILLON_SOFT_SHUTDOWN_TIMEOUT: seconds a worker's warm shutdown (SIGTERM) lets running
+    #: tasks go on before it cuts them short and hands their messages back to the broker;
+    #: 0 (default) waits for them to finish (Celery's worker_soft_shutdown_timeout).
+    soft_shutdown_timeout: int = 0
     #: CARILLON_QUEUES: comma-separated queues a worker consumes (default: all of them).
     queues: tuple[str, ...] = ()
     #: CARILLON_ACTIVITY_MODULES: comma-separated modules registering extra activity types.
@@ -150,6 +154,9 @@ class Settings:
             republish_seconds=_int(env, "CARILLON_REPUBLISH_SECONDS", 30, minimum=1),
             max_attempts=_int(env, "CARILLON_MAX_ATTEMPTS", 5, minimum=1),
             visibility_timeout=_int(env, "CARILLON_VISIBILITY_TIMEOUT", 3600, minimum=10),
+            soft_shutdown_timeout=_int(
+                env, "CARILLON_SOFT_SHUTDOWN_TIMEOUT", 0, minimum=0, maximum=86_400
+            ),
             queues=_list(env, "CARILLON_QUEUES"),
             activity_modules=_list(env, "CARILLON_ACTIVITY_MODULES"),
             api_host=env.get("CARILLON_API_HOST", "127.0.0.1"),

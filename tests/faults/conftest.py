@@ -163,5 +163,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def rng(fault_seed: int, request: pytest.FixtureRequest) -> random.Random:
-    """The scenario's randomness: its seed and its name (scenarios share a database)."""
-    return random.Random(f"{fault_seed}:{request.node.originalname}")
+    """The scenario's randomness: its seed and its name with its parameters (scenarios, and
+    the variants of one, share a database)."""
+    return random.Random(f"{fault_seed}:{request.node.name}")

@@ -114,10 +114,15 @@ class Stack(Harness):
     def start_worker(self, name: str = "w1", **extra_env: str) -> subprocess.Popen[bytes]:
         return self.spawn(name, worker_command(2, name=name), **extra_env)
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+    def kill(self, name: str, sig: int = signal.SIGKILL, *, group: bool = True) -> None:
+        """Signal `name` and its children (`group`, as systemd's default KillMode does) or its
+        main process alone (`kill $(cat pidfile)`, docker stop), then wait for it to exit."""
         process = self.processes.pop(name)
         if process.poll() is None:
-            os.killpg(process.pid, sig)
+            if group:
+                os.killpg(process.pid, sig)
+            else:
+                os.kill(process.pid, sig)
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:  # a warm shutdown that hangs: end it

@@ -18,6 +18,7 @@ INTEGERS = [
     ("CARILLON_MAX_ATTEMPTS", "max_attempts", 5, 1),
     ("CARILLON_VISIBILITY_TIMEOUT", "visibility_timeout", 3600, 10),
     ("CARILLON_API_PORT", "api_port", 8080, 1),
+    ("CARILLON_SOFT_SHUTDOWN_TIMEOUT", "soft_shutdown_timeout", 0, 0),
 ]
 INTEGER_IDS = [variable for variable, *_ in INTEGERS]
 
