@@ -59,9 +59,10 @@ class Settings:
     max_attempts: int = 5
     #: CARILLON_VISIBILITY_TIMEOUT: Redis visibility timeout in seconds (3600).
     visibility_timeout: int = 3600
-    #: CARILLON_SOFT_SHUTDOWN_TIMEOUT: seconds a worker's warm shutdown (SIGTERM) lets running
-    #: tasks go on before it cuts them short and hands their messages back to the broker;
-    #: 0 (default) waits for them to finish (Celery's worker_soft_shutdown_timeout).
+    #: CARILLON_SOFT_SHUTDOWN_TIMEOUT: seconds a worker's cold shutdown (SIGQUIT, a second
+    #: Ctrl-C) lets running tasks go on before it cuts them short and hands their messages
+    #: back to the broker (Celery's worker_soft_shutdown_timeout); 0 (default) cuts them at
+    #: once. A warm shutdown (SIGTERM) always waits for running tasks to finish.
     soft_shutdown_timeout: int = 0
     #: CARILLON_QUEUES: comma-separated queues a worker consumes (default: all of them).
     queues: tuple[str, ...] = ()
