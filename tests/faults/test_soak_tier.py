@@ -7,6 +7,7 @@ F19. Faults without a scenario yet are listed by the soak runner's table.
 from __future__ import annotations
 
 import http.client
+import json
 import random
 import re
 import signal
@@ -532,17 +533,47 @@ def test_f14b_a_burst_of_unsettled_commands_keeps_states_legal(
     finish(live, "F14", fault_seed, [target.name], fault_at, restarts=True)
 
 
-#: atheris's budget in the soak tier (RELIABILITY.md 5.4 allows 600 s in a nightly campaign).
-FUZZ_SECONDS = 60
+#: atheris's budgets in the soak tier: RELIABILITY.md F16 runs the body parser and schema
+#: validator for 300 s; the filter compiler (F17, beside its Hypothesis properties) 120 s.
+FUZZ_BODIES_SECONDS = 300
+FUZZ_FILTERS_SECONDS = 120
 
 
-@pytest.mark.timeout(FUZZ_SECONDS + 120)
-def test_f16d_atheris_finds_no_crash_in_the_body_parser_and_validator(tmp_path: Path) -> None:
-    """tests/faults/fuzz_bodies.py under atheris for FUZZ_SECONDS: the JSON body parser then
-    the trigger parameter validator refuse with their own errors only (no other exception,
-    no hang: -timeout 5 s per input), seeded with the hostile corpus's shapes."""
-    corpus = tmp_path / "corpus"
+def run_atheris(target: str, seeds: list[bytes], seconds: int, work: Path) -> None:
+    """tests/faults/`target` under atheris for `seconds`, from a corpus of `seeds`: no crash
+    (an exception the target does not allow, a failed assertion), no input over 5 s."""
+    corpus = work / "corpus"
     corpus.mkdir()
+    for index, seed in enumerate(seeds):
+        (corpus / f"seed{index}").write_bytes(seed)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name(target)),
+            str(corpus),
+            f"-max_total_time={seconds}",
+            "-timeout=5",
+            "-rss_limit_mb=1024",
+            f"-artifact_prefix={work}/",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 90,
+        check=False,
+    )
+    tail = done.stderr[-4000:]
+    runs = re.search(r"Done (\d+) runs in (\d+) second", done.stderr)
+    print(f"\natheris {target}: {runs.group(0) if runs else 'no summary'}")
+    assert done.returncode == 0, tail
+    assert runs and int(runs.group(1)) > 1000, tail
+    assert not list(work.glob("crash-*")) and not list(work.glob("timeout-*")), tail
+
+
+@pytest.mark.timeout(FUZZ_BODIES_SECONDS + 120)
+def test_f16d_atheris_finds_no_crash_in_the_body_parser_and_validator(tmp_path: Path) -> None:
+    """The JSON body parser then the trigger parameter validator refuse with their own
+    errors only, seeded with the hostile corpus's shapes."""
     seeds = [
         b'{"source": "x", "parameters": {"n": 1.5, "flag": "true", "s": "a"}}',
         b'{"source": "x", "parameters": {"when": "2019-04-03 08:17:19.100Z"}}',
@@ -551,31 +582,28 @@ def test_f16d_atheris_finds_no_crash_in_the_body_parser_and_validator(tmp_path: 
         b'{"a": 1, "a": 2}',
         b'{"s": "\\ud800"}',
     ]
-    for index, seed in enumerate(seeds):
-        (corpus / f"seed{index}").write_bytes(seed)
-    target = Path(__file__).with_name("fuzz_bodies.py")
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(target),
-            str(corpus),
-            f"-max_total_time={FUZZ_SECONDS}",
-            "-timeout=5",
-            "-rss_limit_mb=1024",
-            f"-artifact_prefix={tmp_path}/",
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=FUZZ_SECONDS + 90,
-        check=False,
-    )
-    tail = done.stderr[-4000:]
-    runs = re.search(r"Done (\d+) runs in (\d+) second", done.stderr)
-    print(f"\natheris: {runs.group(0) if runs else 'no summary'}")
-    assert done.returncode == 0, tail
-    assert runs and int(runs.group(1)) > 1000, tail
-    assert not list(tmp_path.glob("crash-*")) and not list(tmp_path.glob("timeout-*")), tail
+    run_atheris("fuzz_bodies.py", seeds, FUZZ_BODIES_SECONDS, tmp_path)
+
+
+@pytest.mark.timeout(FUZZ_FILTERS_SECONDS + 120)
+def test_f17b_atheris_finds_no_user_text_in_compiled_filters(tmp_path: Path) -> None:
+    """The filter compiler refuses with FilterError only, and a compiled filter carries no
+    user text into the SQL (no quoted literal, separator or comment)."""
+    seeds = [
+        json.dumps(node).encode()
+        for node in [
+            {"field": "email", "op": "contains", "value": "' OR 1=1 --"},
+            {"all": [{"field": "country", "op": "in", "value": ["FR", "x'); DROP"]}]},
+            {"any": [{"field": "vars.n", "op": "gt", "value": 2}, {"not": {"field": "city"}}]},
+            {"field": "email", "op": "eq", "value": "$(vars/segment)"},
+            {"field": "counts.query1", "op": "ge", "value": 5},
+            {"field": "subscriptions.service", "op": "ne", "value": "news"},
+            {"field": "birthDate", "op": "relativeDays", "value": {"days": [0, 7]}},
+            {"field": "created", "op": "between", "value": ["2024-01-01", "$(vars/when)"]},
+            {"not": {"all": [{"any": [{"field": "firstName", "op": "startsWith", "value": "%"}]}]}},
+        ]
+    ]
+    run_atheris("fuzz_filters.py", seeds, FUZZ_FILTERS_SECONDS, tmp_path)
 
 
 class ContractViolations(AssertionError):
