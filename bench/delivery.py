@@ -17,6 +17,13 @@ On a shared machine the wall-clock rates follow the load; `cpu_us_per_email` (th
 CPU time per message, user + system: the sink is another process) and `smtplib_cpu_us_per_email`
 (the same of the bare loop with as many connections) say what a message costs, and
 `emails_per_cpu_s` what one free core would give.
+
+With PostgreSQL and Redis (CARILLON_BROKER_URL), the same run then sends `--count` more
+through a real worker it spawns (`celery worker -c 2`: the delivery's batches spread over
+both pool processes, worker.channels.delivery_batch) and adds `worker_emails_per_s`,
+`worker_ratio` (over the bare loop with as many connections), `worker_over_in_process` and
+`worker_cpu_us_per_email` (the worker's processes' CPU for the workflow, per message);
+`--no-worker` skips it. The sink must then have accepted 4 x count.
 """
 
 from __future__ import annotations
@@ -165,6 +172,95 @@ def bare_smtplib(port: int, messages: Sequence[Message], connections: int) -> fl
     return elapsed
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) of the live processes of a process group (a worker and
+    its pool processes)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wait_ready(app: Any, timeout: float = 60) -> None:
+    """Until the worker answers a ping (its pool processes forked)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if app.control.ping(timeout=0.5):
+            return
+    raise SystemExit(f"the worker did not answer within {timeout:.0f} s")
+
+
+def through_worker(
+    bench: DataBench, home: Path, port: int, count: int, batch: int, connections: int
+) -> tuple[float, float] | None:
+    """Seconds of the email activity run by a real worker (prefork, 2 pool processes) on the
+    same database, its batches spread over both processes, and the worker's CPU seconds for
+    the workflow; None without PostgreSQL and Redis (the batches need both). From the
+    query's end to the email activity's end, as the database recorded them: publishing,
+    coordinating and waking included."""
+    settings = bench.settings
+    if not (
+        settings.database_url.startswith("postgresql") and settings.broker_url.startswith("redis")
+    ):
+        print("worker run skipped: it needs CARILLON_DATABASE_URL on PostgreSQL and Redis")
+        return None
+    from sqlalchemy import select
+
+    from bench.common import prepare
+    from worker import catalog
+    from worker.models import Task, Workflow
+
+    os.environ.update(
+        CARILLON_SMTP_HOST="127.0.0.1",
+        CARILLON_SMTP_PORT=str(port),
+        CARILLON_SMTP_CONNECTIONS=str(connections),
+    )
+    (home / "worker").mkdir(exist_ok=True)
+    runner = prepare(home / "worker")
+    tag = f"w{time.time_ns() % 10**9}"
+    seed(bench, count, tag)
+    body = workflow(tag, batch)
+    body["id"] = f"benchworker{tag}"
+    runner.start_worker(2)
+    from bench.app import app
+
+    try:
+        wait_ready(app)
+        pgid = runner.processes[-1].pid  # spawned in a session of its own: its group id
+        cpu = group_cpu_s(pgid)
+        with bench.sessions() as s, s.begin():
+            name = catalog.save_definition(s, catalog.ensure_org(s, bench.org_name), body).name
+        runner.engine.command(None, name, "start")
+        deadline = time.monotonic() + 600
+        state = ""
+        while time.monotonic() < deadline:
+            with bench.sessions() as s:
+                state = s.scalars(select(Workflow.state).where(Workflow.name == name)).one()
+            if state in ("finished", "stopped", "error"):
+                break
+            runner.engine.tick()  # the beat's job: wakes a parked coordinator that is due
+            time.sleep(0.2)
+        cpu = group_cpu_s(pgid) - cpu
+        if state != "finished":
+            raise SystemExit(f"worker run: the workflow is {state or 'unknown'}")
+        with bench.sessions() as s:
+            ends = dict(
+                s.execute(
+                    select(Task.activity, Task.finished_at)
+                    .join(Workflow, Workflow.id == Task.workflow_id)
+                    .where(Workflow.name == name)
+                ).all()
+            )
+        return float((ends["email1"] - ends["query1"]).total_seconds()), cpu
+    finally:
+        runner.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--count", type=int, default=10_000, help="emails per side (10,000)")
@@ -175,6 +271,13 @@ def main() -> int:
         default=int(os.environ.get("CARILLON_SMTP_CONNECTIONS") or 4),
         help="SMTP connections of the engine and of the parallel bare loop "
         "(CARILLON_SMTP_CONNECTIONS, else 4)",
+    )
+    parser.add_argument(
+        "--worker",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the email activity through a real worker, 2 pool processes "
+        "(PostgreSQL and Redis only; default on)",
     )
     args = parser.parse_args()
     if not 1 <= args.connections <= 64:
@@ -206,6 +309,17 @@ def main() -> int:
         ours_cpu = time.process_time() - cpu
         ours_s = times["email1"]
         logged = sent_rows(bench)
+        worker_s = worker_cpu = None
+        if args.worker:
+            measured = through_worker(
+                bench, home, sink.port, args.count, args.batch, args.connections
+            )
+            if measured is not None:
+                worker_s, worker_cpu = measured
+            logged_all = sent_rows(bench)
+            expected_all = args.count * (2 if worker_s is not None else 1)
+            if logged_all != expected_all:
+                raise SystemExit(f"{logged_all:,} rows sent in all, expected {expected_all:,}")
         messages = prerender(args.count, tag)
         bare1_s = bare_smtplib(sink.port, messages, 1)
         cpu = time.process_time()
@@ -215,9 +329,10 @@ def main() -> int:
         accepted = sink.stop()
     # The bare loops hand over exactly `count` each (no retry): the rest came from the
     # activity, so with `count` rows logged sent, nobody got a message twice or none.
-    if accepted != 3 * args.count or logged != args.count:
+    sides = 4 if worker_s is not None else 3
+    if accepted != sides * args.count or logged != args.count:
         raise SystemExit(
-            f"the sink accepted {accepted:,} messages, expected {3 * args.count:,}; "
+            f"the sink accepted {accepted:,} messages, expected {sides * args.count:,}; "
             f"the delivery log has {logged:,} sent, expected {args.count:,}"
         )
     ours, bare1, bare = args.count / ours_s, args.count / bare1_s, args.count / bare_s
@@ -229,9 +344,13 @@ def main() -> int:
     ):
         rate = args.count / seconds
         print(f"{label:<26} {args.count:,} {what} in {seconds:.2f} s ({rate:,.0f}/s)")
+    if worker_s is not None:
+        rate = args.count / worker_s
+        label = f"worker -c 2 ({n} conn.)"
+        print(f"{label:<26} {args.count:,} personalised emails in {worker_s:.2f} s ({rate:,.0f}/s)")
     print(
-        f"sink accepted {accepted:,} messages = 3 x {args.count:,} and the delivery log has "
-        f"{logged:,} sent: none lost, none twice"
+        f"sink accepted {accepted:,} messages = {sides} x {args.count:,} and the delivery log "
+        f"has {logged:,} sent: none lost, none twice"
     )
     events = measure_events_per_s()
     figures = {
@@ -250,6 +369,11 @@ def main() -> int:
         "sink": sink.kind,
         "load_average": round(os.getloadavg()[0], 2),
     }
+    if worker_s is not None:
+        figures["worker_emails_per_s"] = round(args.count / worker_s, 1)
+        figures["worker_ratio"] = round(args.count / worker_s / bare, 3)
+        figures["worker_over_in_process"] = round(ours_s / worker_s, 3)
+        figures["worker_cpu_us_per_email"] = round((worker_cpu or 0) / args.count * 1e6, 1)
     print(json.dumps(figures))
     return 0
 

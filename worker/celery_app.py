@@ -98,6 +98,9 @@ def create_celery(settings: Settings) -> Celery:
 
     register_tasks(app)
     technical.register_tasks(app)
+    from worker.channels import delivery_batch
+
+    delivery_batch.register(app)
     return app
 
 

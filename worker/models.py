@@ -270,3 +270,36 @@ class IdempotencyKey(Base):
     location: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class DeliveryBatch(Base):
+    """A slice of one delivery's log rows (by id range) that one pool process sends.
+
+    A delivery's coordinator task cuts its pending rows into batches; batch tasks claim
+    them (`FOR UPDATE SKIP LOCKED`) under a lease, `attempt` counting the claims: the
+    batch's rows are marked in flight with `marker(id, attempt)`, never a task attempt.
+    """
+
+    __tablename__ = "delivery_batch"
+    __table_args__ = (
+        UniqueConstraint("delivery_id", "seq"),
+        Index("ix_delivery_batch_delivery_state", "delivery_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    #: The delivery_log ids of the batch: first_id <= id <= last_id.
+    first_id: Mapped[int] = mapped_column(BigInteger)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    #: pending (no live claim), running (claimed, lease_until in the future), done, failed
+    #: (its connector failed: the coordinator fails with `error` and sets it pending again).
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: hostname:pid of the process holding (or that last held) the batch.
+    owner: Mapped[str | None] = mapped_column(String(255))
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -31,8 +31,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import populations, resources, validations
 from worker.activities import validation as validation_activity
-from worker.activities.base import Activity, ActivityType, Context, Option, Outcome
-from worker.channels import sending
+from worker.activities.base import Activity, ActivityType, Context, Option, Outcome, Park
+from worker.channels import delivery_batch, sending
 from worker.channels.connectors import ConnectorError, Message, connector_for
 from worker.channels.templates import CompiledContent, TemplateError, compile_content
 from worker.errors import ActivityError, ConfigError, DefinitionError
@@ -183,7 +183,9 @@ class _Delivery(ActivityType):
                     withheld = self.validate_first(ctx, sessions, row)
                     if withheld is not None:
                         return withheld
-                self.send(ctx, sessions, row, population, profile, compiled, connector)
+                parked = self.send(ctx, sessions, row, population, profile, compiled, connector)
+                if parked is not None:
+                    return parked
                 with sessions() as s:
                     statuses, reasons = sending.tally(s, row["id"])
         finally:
@@ -277,11 +279,14 @@ class _Delivery(ActivityType):
         profile: Table,
         compiled: Mapping[str | None, CompiledContent],
         connector: Any,
-    ) -> Counter[str]:
+    ) -> Outcome | None:
+        """Send, or coordinate the batches sending (None once every row is settled)."""
         ab = ctx.activity.options.get("abTest")
         split = None
         if ab:
             split = sending.Split(tuple(v["name"] for v in ab["variants"]), ab.get("share", 20))
+        batch_size = int(ctx.activity.options.get("batchSize", 500))
+        spread = delivery_batch.can_spread(sessions)
         if row["state"] in ("preparing", "proofSent", "toValidate"):
             with sessions() as s, s.begin():
                 sending.claim(
@@ -294,6 +299,10 @@ class _Delivery(ActivityType):
                     split=split,
                 )
                 sending.set_state(s, row["id"], "sending")
+                if spread:
+                    delivery_batch.plan(s, row["id"], batch_size)
+        if spread and delivery_batch.planned(sessions, row["id"]):
+            return self.coordinate(ctx, sessions, row, population, batch_size)
         contents = dict(compiled)
         contents.setdefault(None, next(iter(compiled.values())))
         total = int(population.get("count") or 0)
@@ -309,12 +318,56 @@ class _Delivery(ActivityType):
             population=population,
             profile=profile,
             sender=_sender(ctx),
-            batch_size=int(ctx.activity.options.get("batchSize", 500)),
+            batch_size=batch_size,
             should_stop=_stop_check(sessions, ctx.task_id, ctx.attempt),
             progress=lambda done: ctx.progress(done, total, "messages"),
             decorate=sending.tracking(ctx.settings) if self.channel == "email" else None,
         )
-        return run.run()
+        run.run()
+        return None
+
+    def coordinate(
+        self,
+        ctx: Context,
+        sessions: sessionmaker[Session],
+        row: Mapping[str, Any],
+        population: Mapping[str, Any],
+        batch_size: int,
+    ) -> Outcome | None:
+        """The delivery's batches are sent by batch tasks: publish those that need it, then
+        park until the last one wakes us (or the timer, which looks for dead claims)."""
+        idempotent = delivery_batch.idempotent_channel(self.channel, ctx.settings)
+        seen = delivery_batch.tick(sessions, row["id"], ctx.settings.lease_seconds, idempotent)
+        if seen.errors:
+            # As when one process sends: the connector's failure fails the task, and its next
+            # attempt sends what is left (the failed batches are pending again).
+            more = f" (and {len(seen.errors) - 1} more)" if len(seen.errors) > 1 else ""
+            raise ActivityError(seen.errors[0] + more)
+        total = int(population.get("count") or 0)
+        ctx.progress(seen.sent + seen.failed, total, "messages")
+        if seen.done == seen.total:
+            return None
+        if seen.publish:
+            payload = {
+                "delivery_id": row["id"],
+                "task_id": ctx.task_id,
+                "org_id": ctx.org_id,
+                "channel": self.channel,
+                "contents": {k or "": v for k, v in self.contents(ctx.activity).items()},
+                "vars": ctx.vars,
+                "population": dict(population),
+                "sender": _sender(ctx),
+                "batch_size": batch_size,
+                "batches": seen.total,
+            }
+            delivery_batch.publish(delivery_batch.current_app(), payload, seen.publish)
+        recheck = dt.timedelta(seconds=ctx.settings.lease_seconds)
+        return Outcome(
+            park=Park(
+                reason=f"sending in {seen.total} batches, {seen.done} done",
+                due_at=ctx.now + recheck,
+            )
+        )
 
     def finish(
         self,
@@ -400,8 +453,12 @@ def _stop_check(
 
 
 def _profile_table(ctx: Context) -> Table:
+    return profile_table_for(ctx.settings)
+
+
+def profile_table_for(settings: Any) -> Table:
     try:
-        return resources.catalog_for(ctx.settings.data_model).get("profile").table
+        return resources.catalog_for(settings.data_model).get("profile").table
     except ConfigError as exc:
         raise ActivityError(f"data model: {exc.message}") from None
 

@@ -165,6 +165,10 @@ class Pass:
     #: Rendered fields a channel needs besides the template fields (email: tracking).
     decorate: Callable[[int, dict[str, str]], dict[str, str]] | None = None
     statuses: Counter[str] = field(default_factory=Counter)
+    #: A delivery batch's slice of the log ids (worker.channels.delivery_batch): its
+    #: `attempt` is then the batch's own marker, and only the slice is settled and sent.
+    first_id: int = 0
+    last_id: int | None = None
 
     def run(self) -> Counter[str]:
         """Settle the ambiguous rows, then send the never-handed ones batch by batch.
@@ -175,7 +179,7 @@ class Pass:
         at most one batch ambiguous, and the stop check still falls between batches.
         """
         self.settle_in_flight()
-        after = 0
+        after = self.first_id - 1 if self.first_id else 0
         handed: tuple[Future[list[SendResult]], list[Message]] | None = None
         with short_gil_slices(), ThreadPoolExecutor(1, "carillon-sending") as background:
             try:
@@ -232,6 +236,16 @@ class Pass:
             delivery_log.c.attempt >= 1,
             delivery_log.c.attempt < self.attempt,
         )
+        if self.last_id is not None:
+            # A batch's slice: whatever another claim of it (or the serial path) left in
+            # flight, never the rows this claim marks.
+            left = and_(
+                delivery_log.c.deliveryId == self.delivery_id,
+                delivery_log.c.id.between(self.first_id, self.last_id),
+                delivery_log.c.status == "pending",
+                delivery_log.c.attempt != 0,
+                delivery_log.c.attempt != self.attempt,
+            )
         if is_idempotent(self.connector):
             values: dict[str, Any] = {"attempt": 0, "lastModified": utcnow()}
         else:
@@ -264,16 +278,19 @@ class Pass:
             pop = populations.as_table(self.population)
             source = source.outerjoin(pop, pop.c.id == log.c.profileId)
             columns += [pop.c[name].label(f"e_{name}") for name in extra]
+        where = [
+            log.c.deliveryId == self.delivery_id,
+            log.c.status == "pending",
+            log.c.attempt == 0,
+            log.c.reason == "",
+            log.c.id > after,
+        ]
+        if self.last_id is not None:
+            where.append(log.c.id <= self.last_id)
         query = (
             select(*columns)
             .select_from(source)
-            .where(
-                log.c.deliveryId == self.delivery_id,
-                log.c.status == "pending",
-                log.c.attempt == 0,
-                log.c.reason == "",
-                log.c.id > after,
-            )
+            .where(*where)
             .order_by(log.c.id)
             .limit(self.batch_size)
         )
