@@ -19,7 +19,7 @@ import pytest
 
 from tests.faults.harness import ApiClient, FaultStack
 from tests.faults.oracle import Verdict, check, quiesce
-from tests.faults.workload import SHAPES, seed_segment, unique
+from tests.faults.workload import PROFILES, SHAPES, seed_segment, unique
 from tests.integration.conftest import wait_for
 
 
@@ -31,11 +31,17 @@ class Launched:
 
 
 def launch(
-    stack: FaultStack, client: ApiClient, shape: str, rng: random.Random, *, trigger: bool = True
+    stack: FaultStack,
+    client: ApiClient,
+    shape: str,
+    rng: random.Random,
+    *,
+    trigger: bool = True,
+    profiles: int = PROFILES,
 ) -> Launched:
-    """Seed a segment, save a workflow of `shape` for it and start it over the API."""
+    """Seed a segment of `profiles`, save a workflow of `shape` for it, start it (API)."""
     segment = unique(rng, shape.replace("_", "")[:4])
-    seed_segment(stack, client.org, segment)
+    seed_segment(stack, client.org, segment, profiles)
     name = stack.save(SHAPES[shape](segment, segment), org=client.org)
     answer = client.command(name, "start")
     assert answer.status == 202, answer

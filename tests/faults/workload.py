@@ -21,6 +21,10 @@ from tests.integration.test_delivery_live import seed
 PROFILES = 30
 #: Messages per connector batch: small, so a fault lands mid-delivery.
 BATCH = 5
+#: A delivery big enough to be spread over the pool processes (delivery_batch.MIN_RECIPIENTS)
+#: and its batch size: 12 batches that two processes send side by side.
+SPREAD_PROFILES = 1_200
+SPREAD_BATCH = 100
 
 
 def seed_segment(stack: Stack, org: str, segment: str, count: int = PROFILES) -> None:
@@ -49,13 +53,13 @@ def _query(name: str, segment: str, then: str) -> dict[str, Any]:
     }
 
 
-def _email(name: str, then: str) -> dict[str, Any]:
+def _email(name: str, then: str, batch: int = BATCH) -> dict[str, Any]:
     return {
         "name": name,
         "type": "email",
         "subject": "Hello {{ profile.firstName }}",
         "text": "Dear {{ profile.firstName }}",
-        "batchSize": BATCH,
+        "batchSize": batch,
         "transitions": {"done": then},
     }
 
@@ -80,6 +84,14 @@ def linear(name: str, segment: str) -> dict[str, Any]:
             {"name": "end1", "type": "end"},
         ],
     }
+
+
+def linear_spread(name: str, segment: str) -> dict[str, Any]:
+    """`linear` whose email is sent in SPREAD_BATCH batches: with SPREAD_PROFILES profiles
+    (launch(..., profiles=SPREAD_PROFILES)) its batches spread over the pool processes."""
+    workflow = linear(name, segment)
+    workflow["activities"][2] = _email("email1", "end1", SPREAD_BATCH)
+    return workflow
 
 
 def fork_join(name: str, segment: str) -> dict[str, Any]:
@@ -115,7 +127,12 @@ def signal_wait(name: str, segment: str) -> dict[str, Any]:
     }
 
 
-SHAPES = {"linear": linear, "fork_join": fork_join, "signal_wait": signal_wait}
+SHAPES = {
+    "linear": linear,
+    "linear_spread": linear_spread,
+    "fork_join": fork_join,
+    "signal_wait": signal_wait,
+}
 
 
 def unique(rng: random.Random, prefix: str) -> str:
