@@ -32,26 +32,41 @@ from worker.states import TaskState, WorkflowState, task_can, workflow_can
 TASK = cast(Table, Task.__table__)
 EVENT = cast(Table, StateEvent.__table__)
 WORKFLOW = cast(Table, Workflow.__table__)
+#: Which rows a claim may take: pending, or running with a stale heartbeat and attempts left,
+#: and only while the workflow is started.
+_CLAIMABLE = and_(
+    TASK.c.id == bindparam("task_id"),
+    or_(
+        TASK.c.state == bindparam("pending"),
+        # A redelivered message of a task whose worker died: taken over, unless the task
+        # already lost its worker CARILLON_MAX_ATTEMPTS times (the reaper makes it dead).
+        and_(
+            TASK.c.state == bindparam("running"),
+            TASK.c.heartbeat_at < bindparam("stale"),
+            TASK.c.attempt - func.coalesce(TASK.c.fired, 0) - TASK.c.attempt_base
+            < bindparam("max_attempts"),
+        ),
+    ),
+    exists().where(WORKFLOW.c.id == TASK.c.workflow_id, WORKFLOW.c.state == bindparam("started")),
+)
+#: What a claim reads of its task.
+_CLAIMED_COLUMNS = (
+    TASK.c.workflow_id,
+    TASK.c.job_id,
+    TASK.c.activity,
+    TASK.c.version,
+    TASK.c.vars,
+    TASK.c.counts,
+    TASK.c.attempt,
+    TASK.c.inputs,
+    # For a task that parked: how often, and whether its timer is still set (due).
+    TASK.c.fired,
+    TASK.c.due_at,
+)
 #: Built once: the claim runs for every task, statement construction is not free.
 _CLAIM = (
     update(TASK)
-    .where(
-        TASK.c.id == bindparam("task_id"),
-        or_(
-            TASK.c.state == bindparam("pending"),
-            # A redelivered message of a task whose worker died: taken over, unless the task
-            # already lost its worker CARILLON_MAX_ATTEMPTS times (the reaper makes it dead).
-            and_(
-                TASK.c.state == bindparam("running"),
-                TASK.c.heartbeat_at < bindparam("stale"),
-                TASK.c.attempt - func.coalesce(TASK.c.fired, 0) - TASK.c.attempt_base
-                < bindparam("max_attempts"),
-            ),
-        ),
-        exists().where(
-            WORKFLOW.c.id == TASK.c.workflow_id, WORKFLOW.c.state == bindparam("started")
-        ),
-    )
+    .where(_CLAIMABLE)
     .values(
         state=TaskState.RUNNING.value,
         attempt=TASK.c.attempt + 1,
@@ -61,19 +76,7 @@ _CLAIM = (
         worker=bindparam("worker"),
         reason=None,
     )
-    .returning(
-        TASK.c.workflow_id,
-        TASK.c.job_id,
-        TASK.c.activity,
-        TASK.c.version,
-        TASK.c.vars,
-        TASK.c.counts,
-        TASK.c.attempt,
-        TASK.c.inputs,
-        # For a task that parked: how often, and whether its timer is still set (due).
-        TASK.c.fired,
-        TASK.c.due_at,
-    )
+    .returning(*_CLAIMED_COLUMNS)
 )
 #: On PostgreSQL the claim also lets its transaction commit without waiting for the WAL
 #: flush (synchronous_commit off), in the same round trip. A PostgreSQL crash may then forget
@@ -86,6 +89,21 @@ _CLAIM = (
 _CLAIM_RELAXED = _CLAIM.returning(
     func.set_config("synchronous_commit", "off", True).label("relaxed")
 )
+#: The claim of a quick activity on PostgreSQL (claim, run and complete in one transaction):
+#: the same rows, but only locked and read, with the lock the UPDATE would take (FOR NO KEY
+#: UPDATE). Its completion then writes running and done in one UPDATE (_COMPLETE_CLAIMING):
+#: every UPDATE of a task rewrites the row and its eight indexes (the state is indexed, so it
+#: is never a HOT update), and the running state of a quick activity is never seen by anyone
+#: anyway. Any other way out of the run takes the claim for real first (claim_locked).
+_LOCK = (
+    select(
+        *(c for c in _CLAIMED_COLUMNS if c is not TASK.c.attempt),
+        (TASK.c.attempt + 1).label("attempt"),
+        func.set_config("synchronous_commit", "off", True).label("relaxed"),
+    )
+    .where(_CLAIMABLE)
+    .with_for_update(of=TASK, key_share=True)
+)
 #: Built once: completing a task is the engine's most frequent write.
 _COMPLETE = (
     update(TASK)
@@ -96,6 +114,31 @@ _COMPLETE = (
     )
     .values(
         state=TaskState.DONE.value,
+        updated_at=bindparam("b_now"),
+        finished_at=bindparam("b_now"),
+        outlets=bindparam("b_outlets", type_=TASK.c.outlets.type),
+        vars=bindparam("b_vars", type_=TASK.c.vars.type),
+        counts=bindparam("b_counts", type_=TASK.c.counts.type),
+    )
+)
+
+
+#: The completion of a task claimed by _LOCK: the claim's columns and the outcome's together,
+#: fenced by the attempt the lock read (the row is still pending, or running and stale).
+_COMPLETE_CLAIMING = (
+    update(TASK)
+    .where(
+        TASK.c.id == bindparam("b_task_id"),
+        TASK.c.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
+        TASK.c.attempt + 1 == bindparam("b_attempt"),
+    )
+    .values(
+        state=TaskState.DONE.value,
+        attempt=TASK.c.attempt + 1,
+        started_at=bindparam("b_started"),
+        heartbeat_at=bindparam("b_started"),
+        worker=bindparam("b_worker"),
+        reason=None,
         updated_at=bindparam("b_now"),
         finished_at=bindparam("b_now"),
         outlets=bindparam("b_outlets", type_=TASK.c.outlets.type),
@@ -189,6 +232,21 @@ def set_task_state(
     return True
 
 
+def _claim_params(
+    task_id: str, now: dt.datetime, stale: dt.datetime, worker: str, max_attempts: int
+) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "pending": TaskState.PENDING.value,
+        "running": TaskState.RUNNING.value,
+        "stale": stale,
+        "started": WorkflowState.STARTED.value,
+        "now": now,
+        "worker": worker,
+        "max_attempts": max_attempts,
+    }
+
+
 def claim_task(
     session: Session,
     task_id: str,
@@ -197,23 +255,24 @@ def claim_task(
     worker: str,
     events: list[dict[str, Any]] | None = None,
     max_attempts: int = 5,
+    *,
+    lock_only: bool = False,
 ) -> Row[Any] | None:
     """pending -> running (or a running task whose heartbeat is older than `stale` and that
     has attempts left under `max_attempts`), only while its workflow is started; increments
-    the attempt, the fencing token. None if not."""
+    the attempt, the fencing token. None if not.
+
+    With `lock_only` (PostgreSQL), the row is only locked and read, its `attempt` the one the
+    claim gives: the caller then completes it with `claiming` (complete_and_create) or takes
+    the claim for real with claim_locked, in the same transaction. The event is the same.
+    """
     connection = session.connection()
+    postgresql = connection.dialect.name == "postgresql"
+    if lock_only and not postgresql:
+        raise ValueError("lock_only claims need PostgreSQL")
+    statement = _LOCK if lock_only else _CLAIM_RELAXED if postgresql else _CLAIM
     row = connection.execute(
-        _CLAIM_RELAXED if connection.dialect.name == "postgresql" else _CLAIM,
-        {
-            "task_id": task_id,
-            "pending": TaskState.PENDING.value,
-            "running": TaskState.RUNNING.value,
-            "stale": stale,
-            "started": WorkflowState.STARTED.value,
-            "now": now,
-            "worker": worker,
-            "max_attempts": max_attempts,
-        },
+        statement, _claim_params(task_id, now, stale, worker, max_attempts)
     ).first()
     if row is None:
         return None
@@ -231,6 +290,27 @@ def claim_task(
     else:
         events.append(event)
     return row
+
+
+def claim_locked(
+    session: Session,
+    task_id: str,
+    attempt: int,
+    now: dt.datetime,
+    stale: dt.datetime,
+    worker: str,
+    max_attempts: int = 5,
+) -> None:
+    """Take for real the claim of a task locked by claim_task(lock_only=True): it becomes
+    running with `attempt`, as the claim would have left it (its event is already recorded)."""
+    row = (
+        session.connection()
+        .execute(_CLAIM, _claim_params(task_id, now, stale, worker, max_attempts))
+        .first()
+    )
+    if row is None or row.attempt != attempt:
+        # The row is locked by this transaction since the claim read it: cannot happen.
+        raise RuntimeError(f"task {task_id}: the locked claim could not be taken")
 
 
 def complete_task(
@@ -283,9 +363,14 @@ def complete_and_create(
     counts: dict[str, Any],
     rows: list[dict[str, Any]],
     events: list[dict[str, Any]],
+    claiming: tuple[dt.datetime, str] | None = None,
 ) -> bool:
     """running -> done for the attempt that owns the task, then the successors' `rows` (column
     values, as record_new_task takes) and every buffered event; False if fenced.
+
+    With `claiming` (started at, worker), the task was locked by claim_task(lock_only=True)
+    and `attempt` is the one its claim gives: the claim's columns are written with the
+    outcome, pending (or stale running) -> done in one UPDATE. PostgreSQL, FOLD_MAX_ROWS only.
 
     On PostgreSQL it is one statement, one round trip instead of three (the engine's hot path):
     a data-modifying CTE. Its parts cannot see each other's rows, so the inserts are not made
@@ -293,7 +378,10 @@ def complete_and_create(
     transaction back, which takes the inserts with it. Elsewhere, one statement per part.
     """
     connection = session.connection()
-    if connection.dialect.name != "postgresql" or len(rows) > FOLD_MAX_ROWS:
+    foldable = connection.dialect.name == "postgresql" and len(rows) <= FOLD_MAX_ROWS
+    if claiming is not None and not foldable:
+        raise ValueError("a claiming completion needs PostgreSQL and at most FOLD_MAX_ROWS rows")
+    if not foldable:
         if not complete_task(
             session,
             task_id,
@@ -319,12 +407,15 @@ def complete_and_create(
         "b_vars": vars,
         "b_counts": counts,
     }
+    if claiming is not None:
+        params.update({"b_started": claiming[0], "b_worker": claiming[1]})
     for index, row in enumerate(rows):
         values = _with_defaults(row)
         params.update({f"t{index}_{key}": values[key] for key in TASK_KEYS})
     for index, event in enumerate(events):
         params.update({f"e{index}_{key}": event.get(key) for key in EVENT_KEYS})
-    done, created = connection.execute(_folded(len(rows), len(events)), params).one()
+    statement = _folded(len(rows), len(events), claiming is not None)
+    done, created = connection.execute(statement, params).one()
     if done != 1:
         return False
     if created != len(rows):
@@ -335,11 +426,11 @@ def complete_and_create(
     return True
 
 
-@lru_cache(maxsize=64)
-def _folded(n_rows: int, n_events: int) -> Select[Any]:
+@lru_cache(maxsize=128)
+def _folded(n_rows: int, n_events: int, claiming: bool = False) -> Select[Any]:
     """The statement of complete_and_create for one shape, built once (statements are cached
     by shape: building and compiling one costs more than its round trip)."""
-    done = _COMPLETE.returning(TASK.c.id).cte("done")
+    done = (_COMPLETE_CLAIMING if claiming else _COMPLETE).returning(TASK.c.id).cte("done")
     counted: list[Any] = [select(func.count()).select_from(done).scalar_subquery()]
     # One single-row INSERT per row: SQLAlchemy does not cache multi-row VALUES statements,
     # and compiling this one on every run would cost more than the round trips it saves.
@@ -456,6 +547,21 @@ def record_new_task(
         session.connection().execute(insert(EVENT), [event])
     else:
         events.append(event)
+
+
+def record_new_tasks(
+    session: Session, rows: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> None:
+    """Insert new task rows (column values) in one statement; their creation events are
+    buffered in `events` for `write_events`."""
+    if rows:
+        session.connection().execute(insert(TASK), [_with_defaults(row) for row in rows])
+        events.extend(_created_event(row) for row in rows)
+
+
+def task_values(task: Task) -> dict[str, Any]:
+    """A task object as the column values record_new_tasks takes."""
+    return _row(task)
 
 
 def _row(task: Task) -> dict[str, Any]:

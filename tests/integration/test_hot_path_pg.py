@@ -95,8 +95,9 @@ def test_chain_and_fork_record_every_transition_once(pg_harness: Harness, branch
 
 
 def test_a_quick_hop_sends_two_statements(pg_harness: Harness) -> None:
-    """The claim, then the completion with its successor and events: the regression guard
-    of the hot path (five statements and a ping before they were folded)."""
+    """The claim (a locking read), then the completion with the claim's columns, its successor
+    and events: the regression guard of the hot path (five statements and a ping before they
+    were folded; the claim was an UPDATE, a second write of the row, before it only locked)."""
     name = pg_harness.start(chain_and_fork(unique("count"), 2), org=unique("org"))
     pg_harness.stub.queue.clear()  # run the links by hand, as a worker would, one at a time
     with pg_harness.sessions() as s:
@@ -107,10 +108,16 @@ def test_a_quick_hop_sends_two_statements(pg_harness: Harness) -> None:
         result = pg_harness.engine.run(noop1, {"noop2": noop2})
     assert result.status == "done" and result.continue_chain
     assert len(seen.sent) == 2, seen.sent
-    assert seen.sent[0].lstrip().startswith("UPDATE task")
+    assert seen.sent[0].lstrip().startswith("SELECT task.")
+    assert seen.sent[0].rstrip().endswith("FOR NO KEY UPDATE OF task")
     assert seen.sent[1].lstrip().startswith("WITH")
     with pg_harness.sessions() as s:
-        assert s.scalar(select(Task.state).where(Task.id == noop1)) == TaskState.DONE
+        done = s.get(Task, noop1)
+        assert done is not None and done.state == TaskState.DONE and done.attempt == 1
+        # The claim's columns, written by the completion's UPDATE.
+        assert done.worker == "test" and done.reason is None
+        assert done.started_at is not None and done.heartbeat_at == done.started_at
+        assert done.finished_at is not None and done.finished_at >= done.started_at
         assert s.scalar(select(Task.state).where(Task.id == noop2)) == TaskState.PENDING
 
 

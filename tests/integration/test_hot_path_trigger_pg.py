@@ -1,0 +1,166 @@
+"""The trigger and start paths on real PostgreSQL: the statements a trigger sends (each one a
+round trip on the way to the first activity), and a start skipping the aborts of an idle run."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import Harness
+from tests.integration.test_hot_path_pg import Statements
+from worker.models import LogLine, StateEvent, Task, Trigger, Workflow
+from worker.states import TaskState
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def entry_signal(name: str) -> dict[str, Any]:
+    return {
+        "id": name,
+        "activities": [
+            {
+                "name": "signal1",
+                "type": "externalSignal",
+                "parameters": {"n": "number", "s": "string"},
+                "transitions": {"done": "noop1"},
+            },
+            {"name": "noop1", "type": "noop", "transitions": {"done": "end1"}},
+            {"name": "end1", "type": "end"},
+        ],
+    }
+
+
+def mid_signal(name: str) -> dict[str, Any]:
+    return {
+        "id": name,
+        "activities": [
+            {"name": "start1", "type": "start", "transitions": {"done": "signal1"}},
+            {
+                "name": "signal1",
+                "type": "externalSignal",
+                "parameters": {"s": "string"},
+                "transitions": {"done": "noop1"},
+            },
+            {"name": "noop1", "type": "noop", "transitions": {"done": "end1"}},
+            {"name": "end1", "type": "end"},
+        ],
+    }
+
+
+def events_of(h: Harness, task_id: str) -> list[tuple[str | None, str]]:
+    with h.sessions() as s:
+        return [
+            (r.from_state, r.to_state)
+            for r in s.execute(
+                select(StateEvent.from_state, StateEvent.to_state).where(
+                    StateEvent.entity_id == task_id
+                )
+            )
+        ]
+
+
+def test_a_trigger_sends_six_statements_and_writes_everything(pg_harness: Harness) -> None:
+    """The regression guard of trigger latency (ten statements before: a separate lock, one
+    INSERT per task and per event, an UPDATE of the trigger for its job id)."""
+    org = unique("org")
+    name = pg_harness.start(entry_signal(unique("trig")), org=org)
+    engine = pg_harness.engine
+    engine.trigger(None, name, "signal1", "warm", {"n": 0, "s": "x"})  # warms the caches
+    hostile = "'); DROP TABLE task; -- %(n)s %s"
+    with Statements(pg_harness.db) as seen:
+        trigger = engine.trigger(None, name, "signal1", hostile, {"n": 1.5, "s": hostile})
+    kinds = [" ".join(sent.split()[:3]) for sent in seen.sent]
+    assert kinds[0] == "SELECT workflow.id, workflow.pkey,", kinds
+    # The unit of work orders the last two inserts as it likes.
+    assert sorted(kinds[1:]) == [
+        "INSERT INTO job",
+        "INSERT INTO log_line",
+        "INSERT INTO state_event",
+        "INSERT INTO task",
+        "INSERT INTO trigger",
+    ], kinds
+    assert kinds.index("INSERT INTO job") < kinds.index("INSERT INTO task")  # foreign key
+    assert seen.sent[0].rstrip().endswith("FOR NO KEY UPDATE")
+    with pg_harness.sessions() as s:
+        stored = s.get(Trigger, trigger.id)
+        assert stored is not None and stored.job_id == trigger.job_id and stored.source == hostile
+        tasks = {
+            t.activity: t for t in s.scalars(select(Task).where(Task.job_id == trigger.job_id))
+        }
+        logged = s.scalars(select(LogLine.message).where(LogLine.job_id == trigger.job_id)).all()
+    assert set(tasks) == {"signal1", "noop1"}
+    assert tasks["signal1"].state == TaskState.DONE and tasks["signal1"].outlets == ["done"]
+    assert tasks["noop1"].state == TaskState.PENDING and tasks["noop1"].vars == {
+        "n": 1.5,
+        "s": hostile,
+    }
+    assert tasks["noop1"].parent_id == tasks["signal1"].id
+    assert events_of(pg_harness, tasks["signal1"].id) == [(None, "done")]
+    assert events_of(pg_harness, tasks["noop1"].id) == [(None, "pending")]
+    assert logged == [f"signal triggered by '{hostile}'"]
+    # What it published runs to the end.
+    pg_harness.stub.drain()
+    with pg_harness.sessions() as s:
+        ended = s.scalars(
+            select(Task.state).where(Task.job_id == trigger.job_id, Task.activity == "end1")
+        ).all()
+    assert ended == [TaskState.DONE]
+
+
+def test_a_signal_waiting_mid_graph_is_woken_with_buffered_events(pg_harness: Harness) -> None:
+    name = pg_harness.start(mid_signal(unique("mid")), org=unique("org"))
+    pg_harness.stub.drain()  # start1 runs, signal1 waits
+    with pg_harness.sessions() as s:
+        waiting = s.scalars(
+            select(Task).join(Workflow).where(Workflow.name == name, Task.activity == "signal1")
+        ).one()
+    assert waiting.state == TaskState.WAITING
+    trigger = pg_harness.engine.trigger(None, name, "signal1", "crm", {"s": "v"})
+    assert trigger.job_id == waiting.job_id
+    assert sorted(events_of(pg_harness, waiting.id), key=str) == sorted(
+        [(None, "waiting"), ("waiting", "done")], key=str
+    )
+    pg_harness.stub.drain()
+    with pg_harness.sessions() as s:
+        states = dict(
+            s.execute(select(Task.activity, Task.state).where(Task.job_id == waiting.job_id)).all()
+        )
+        finished = s.scalar(select(Workflow.state).where(Workflow.name == name))
+    assert states == {a: TaskState.DONE for a in ("start1", "signal1", "noop1", "end1")}
+    assert finished == "finished"
+
+
+def test_a_start_after_a_finished_run_skips_the_aborts(pg_harness: Harness) -> None:
+    body = {
+        "id": unique("again"),
+        "activities": [
+            {"name": "start1", "type": "start", "transitions": {"done": "end1"}},
+            {"name": "end1", "type": "end"},
+        ],
+    }
+    name = pg_harness.start(body, org=unique("org"))
+    pg_harness.stub.drain()
+    with Statements(pg_harness.db) as seen:
+        pg_harness.engine.command(None, name, "start")
+    assert not [sent for sent in seen.sent if sent.lstrip().startswith("UPDATE task")]
+    pg_harness.stub.drain()
+    assert pg_harness.query(select(Workflow.state).where(Workflow.name == name)) == [("finished",)]
+
+
+def test_a_restart_with_open_tasks_still_aborts_them(pg_harness: Harness) -> None:
+    name = pg_harness.start(mid_signal(unique("open")), org=unique("org"))
+    pg_harness.stub.drain()  # signal1 waits: an open task
+    pg_harness.engine.command(None, name, "stop")
+    with pg_harness.sessions() as s:
+        wf = s.scalars(select(Workflow).where(Workflow.name == name)).one()
+        states = s.scalars(
+            select(Task.state).where(Task.workflow_id == wf.id, Task.activity == "signal1")
+        ).all()
+    assert wf.state == "stopped" and states == [TaskState.ABORTED]
