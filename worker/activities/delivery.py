@@ -37,7 +37,6 @@ from worker.channels.connectors import ConnectorError, Message, connector_for
 from worker.channels.templates import CompiledContent, TemplateError, compile_content
 from worker.errors import ActivityError, ConfigError, DefinitionError
 from worker.messaging import delivery, delivery_log
-from worker.models import Task, Workflow
 from worker.registry import register
 
 MAX_PROOFS = 20
@@ -434,15 +433,9 @@ def _stop_check(
 
     def check() -> str | None:
         with sessions() as s:
-            found = s.execute(
-                select(Task.state, Task.attempt, Task.reason, Workflow.state.label("wf"))
-                .join(Workflow, Workflow.id == Task.workflow_id)
-                .where(Task.id == task_id)
-            ).first()
-        if found is None:
-            return "the task no longer exists"
-        if found.state == "aborted":
-            return f"the task was aborted ({found.reason or 'no reason given'})"
+            found = delivery_batch.task_and_workflow(s, task_id)
+        if (why := delivery_batch.gone_or_aborted(found)) is not None:
+            return why
         if found.attempt != attempt or found.state != "running":
             return "a later attempt took the task over"
         if found.wf == "stopped":

@@ -265,31 +265,49 @@ def claim(sessions: sessionmaker[Session], delivery_id: int, lease_seconds: int)
         return Claim(batch.id, batch.seq, batch.attempt, batch.first_id, batch.last_id)
 
 
+def _held(taken: Claim) -> Any:
+    """Rows of the batch still held by this claim (fencing: a later claim moved `attempt`)."""
+    return and_(
+        DeliveryBatch.id == taken.id,
+        DeliveryBatch.attempt == taken.attempt,
+        DeliveryBatch.state == "running",
+    )
+
+
 def _renew(s: Session, taken: Claim, lease_seconds: int) -> bool:
     result: Any = s.execute(
         update(DeliveryBatch)
-        .where(
-            DeliveryBatch.id == taken.id,
-            DeliveryBatch.attempt == taken.attempt,
-            DeliveryBatch.state == "running",
-        )
+        .where(_held(taken))
         .values(lease_until=dbclock.now(s) + dt.timedelta(seconds=lease_seconds))
     )
     return bool(result.rowcount)
 
 
-def blocked(s: Session, task_id: str) -> str | None:
-    """Why the delivery task's batches must not send now: it was aborted or ended, or its
-    workflow was stopped or paused; None while it coordinates."""
-    found = s.execute(
-        select(Task.state, Task.reason, Workflow.state.label("wf"))
+def task_and_workflow(s: Session, task_id: str) -> Any:
+    """(state, attempt, reason, wf) of a delivery task and its workflow's state; None when
+    the task is gone. What the serial send and the batches check between sub-batches."""
+    return s.execute(
+        select(Task.state, Task.attempt, Task.reason, Workflow.state.label("wf"))
         .join(Workflow, Workflow.id == Task.workflow_id)
         .where(Task.id == task_id)
     ).first()
+
+
+def gone_or_aborted(found: Any) -> str | None:
+    """Why a task read by task_and_workflow must not send on: gone, or aborted."""
     if found is None:
         return "the task no longer exists"
     if found.state == "aborted":
         return f"the task was aborted ({found.reason or 'no reason given'})"
+    return None
+
+
+def blocked(s: Session, task_id: str) -> str | None:
+    """Why the delivery task's batches must not send now: it was aborted or ended, or its
+    workflow was stopped or paused; None while it coordinates."""
+    found = task_and_workflow(s, task_id)
+    if (why := gone_or_aborted(found)) is not None:
+        return why
     if found.state not in ("waiting", "pending", "running", "held"):
         return f"the task is {found.state}"
     if found.wf in ("stopped", "paused"):
@@ -359,11 +377,7 @@ def complete(sessions: sessionmaker[Session], taken: Claim, sent: int, failed: i
     with sessions() as s, s.begin():
         result: Any = s.execute(
             update(DeliveryBatch)
-            .where(
-                DeliveryBatch.id == taken.id,
-                DeliveryBatch.attempt == taken.attempt,
-                DeliveryBatch.state == "running",
-            )
+            .where(_held(taken))
             .values(state="done", lease_until=None, sent=sent, failed=failed)
         )
         return bool(result.rowcount)
