@@ -136,14 +136,27 @@ def api(port: int | None, workers: int) -> None:
     show_default=True,
     help="Worker processes.",
 )
-@click.option("--queues", "-Q", default="", help="Comma-separated queues (default: all).")
+@click.option(
+    "--queues",
+    "-Q",
+    default="",
+    help="Comma-separated queues (default: CARILLON_QUEUES, else all); carillon.channel "
+    "brings carillon.channel.batch along.",
+)
 @click.option("--name", "-n", default="w1", show_default=True, help="Worker node name.")
 def worker(concurrency: int, queues: str, name: str) -> None:
     """Run a Celery worker consuming the activity queues."""
+    from worker import queues as queue_names
     from worker import stack
 
+    try:
+        named = queues.split(",") if queues else config.Settings.from_env().queues
+        chosen = queue_names.worker_queues(named)
+    except CarillonError as exc:
+        _fail(exc)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--queues / CARILLON_QUEUES") from None
     _runtime_with_technical()
-    chosen = tuple(q.strip() for q in queues.split(",") if q.strip())
     command = stack.worker_command(concurrency, chosen, name)
     os.execv(command[0], command)
 
