@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -17,6 +17,6 @@ def _runtime() -> Any:
     return runtime
 
 
-def _fail(exc: CarillonError) -> None:
+def _fail(exc: CarillonError) -> NoReturn:
     click.echo(f"error: {exc.message}", err=True)
     sys.exit(2)

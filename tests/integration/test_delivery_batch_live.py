@@ -65,6 +65,14 @@ def batches(stack: Stack, segment: str) -> list[DeliveryBatch]:
         )
 
 
+def start_delivery(stack: Stack, segment: str, count: int, size: int) -> str:
+    """`count` profiles of `segment` and a started workflow emailing them in `size` batches."""
+    people(stack, segment, count)
+    name = stack.save(email_workflow(segment, segment, batchSize=size))
+    stack.engine.command(None, name, "start")
+    return name
+
+
 def arrived(smtp: SmtpServer, segment: str) -> int:
     return sum(1 for m in smtp.messages if segment in m.recipients[0])
 
@@ -78,12 +86,10 @@ def test_batches_of_one_delivery_spread_over_both_pool_processes(
 ) -> None:
     segment = f"b{uuid.uuid4().hex[:8]}"
     count, size = MIN_RECIPIENTS, 50
-    people(stack, segment, count)
     # Given a server taking 2 ms a message: a batch of 50 keeps a process busy 0.1 s
     smtp.delay = 0.002
     try:
-        name = stack.save(email_workflow(segment, segment, batchSize=size))
-        stack.engine.command(None, name, "start")
+        name = start_delivery(stack, segment, count, size)
         stack.wait_state(name, "finished", timeout=120)
     finally:
         smtp.delay = 0.0
@@ -108,9 +114,7 @@ def test_a_small_delivery_keeps_the_single_process_path(
 ) -> None:
     # One batch, or many batches of fewer recipients in all than MIN_RECIPIENTS
     segment = f"s{uuid.uuid4().hex[:8]}"
-    people(stack, segment, count)
-    name = stack.save(email_workflow(segment, segment, batchSize=size))
-    stack.engine.command(None, name, "start")
+    name = start_delivery(stack, segment, count, size)
     stack.wait_state(name, "finished", timeout=60)
     assert set(per_recipient(smtp, segment).values()) == {1}
     assert len(per_recipient(smtp, segment)) == count
@@ -122,11 +126,9 @@ def test_a_worker_killed_mid_batch_is_replaced_and_sends_nobody_twice(
 ) -> None:
     segment = f"k{uuid.uuid4().hex[:8]}"
     count, size = MIN_RECIPIENTS, 20
-    people(stack, segment, count)
     smtp.delay = 0.01
     try:
-        name = stack.save(email_workflow(segment, segment, batchSize=size))
-        stack.engine.command(None, name, "start")
+        name = start_delivery(stack, segment, count, size)
         # When the worker is SIGKILLed while both processes send, and replaced
         wait_for(
             lambda: (
@@ -171,9 +173,7 @@ def interrupted_mid_delivery(
     """A MIN_RECIPIENTS delivery in batches of 20 (the SMTP server slowed meanwhile; the
     caller restores it) gets `command` once 100 messages arrived; returns the workflow once
     it is in `state` and none of its batches is running."""
-    people(stack, segment, MIN_RECIPIENTS)
-    name = stack.save(email_workflow(segment, segment, batchSize=20))
-    stack.engine.command(None, name, "start")
+    name = start_delivery(stack, segment, MIN_RECIPIENTS, 20)
     wait_for(lambda: arrived(smtp, segment) >= 100, 60, "messages to arrive")
     stack.engine.command(None, name, command)
     stack.wait_state(name, state, timeout=30)

@@ -248,10 +248,11 @@ def test_a_refused_connection_leaves_its_share_to_the_others(tmp_path: Path) -> 
         assert handler.ehlos == 4 and len(set(handler.peers)) == 3  # no new connection
 
 
+@pytest.mark.parametrize("pipelining", [False, True], ids=["plain", "pipelined"])
 def test_a_421_fails_its_message_and_the_other_connections_send_the_rest(
-    tmp_path: Path,
+    tmp_path: Path, pipelining: bool
 ) -> None:
-    with gatekeeper(shed=frozenset({"r20@example.org"})) as (server, _):
+    with gatekeeper(pipelining=pipelining, shed=frozenset({"r20@example.org"})) as (server, _):
         connector = smtp(tmp_path, server, 4)
         results = connector.send([mail(i) for i in range(100)])
         connector.close()
@@ -262,8 +263,11 @@ def test_a_421_fails_its_message_and_the_other_connections_send_the_rest(
         assert connector.connections == 3
 
 
-def test_a_reused_connection_the_server_closed_is_replaced(tmp_path: Path) -> None:
-    with gatekeeper() as (server, handler):
+@pytest.mark.parametrize("pipelining", [False, True], ids=["plain", "pipelined"])
+def test_a_reused_connection_the_server_closed_is_replaced(
+    tmp_path: Path, pipelining: bool
+) -> None:
+    with gatekeeper(pipelining=pipelining) as (server, handler):
         connector = smtp(tmp_path, server, 1)
         assert connector.send([mail(0)])[0].ok
         for kept in connector._idle:
@@ -546,32 +550,6 @@ def test_a_connection_dropped_after_a_content_leaves_that_message_unknown(
         assert [r.message_id for r in raised.value.results] == others
         assert all(r.ok for r in raised.value.results)
         assert once_each(server) == others
-
-
-def test_a_pipelined_421_fails_its_message_and_the_others_send_the_rest(
-    tmp_path: Path,
-) -> None:
-    with gatekeeper(pipelining=True, shed=frozenset({"r20@example.org"})) as (server, _):
-        connector = smtp(tmp_path, server, 4)
-        results = connector.send([mail(i) for i in range(100)])
-        connector.close()
-        assert [r.message_id for r in results] == [f"m{i}" for i in range(100)]
-        assert [r.message_id for r in results if not r.ok] == ["m20"]
-        assert results[20].reason.startswith("temporary: 421")
-        assert once_each(server) == [f"m{i}" for i in range(100) if i != 20]
-        assert connector.connections == 3
-
-
-def test_a_reused_pipelined_connection_the_server_closed_is_replaced(tmp_path: Path) -> None:
-    with gatekeeper(pipelining=True) as (server, handler):
-        connector = smtp(tmp_path, server, 1)
-        assert connector.send([mail(0)])[0].ok
-        for kept in connector._idle:
-            assert kept.sock is not None
-            kept.sock.shutdown(socket.SHUT_RDWR)
-        assert connector.send([mail(1)])[0].ok
-        connector.close()
-        assert once_each(server) == ["m0", "m1"] and handler.ehlos == 2
 
 
 @contextmanager
