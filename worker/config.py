@@ -64,6 +64,10 @@ class Settings:
     #: back to the broker (Celery's worker_soft_shutdown_timeout); 0 (default) cuts them at
     #: once. A warm shutdown (SIGTERM) always waits for running tasks to finish.
     soft_shutdown_timeout: int = 0
+    #: CARILLON_PREPARED_STATEMENTS: "0" sends the engine's per-hop statements as plain SQL
+    #: instead of preparing them once per connection (needed behind a pooler that shares
+    #: server connections between transactions, as PgBouncer's transaction mode does) (1).
+    prepared_statements: bool = True
     #: CARILLON_QUEUES: comma-separated queues a worker consumes (default: all of them).
     queues: tuple[str, ...] = ()
     #: CARILLON_ACTIVITY_MODULES: comma-separated modules registering extra activity types.
@@ -158,6 +162,7 @@ class Settings:
             soft_shutdown_timeout=_int(
                 env, "CARILLON_SOFT_SHUTDOWN_TIMEOUT", 0, minimum=0, maximum=86_400
             ),
+            prepared_statements=env.get("CARILLON_PREPARED_STATEMENTS", "1") != "0",
             queues=_list(env, "CARILLON_QUEUES"),
             activity_modules=_list(env, "CARILLON_ACTIVITY_MODULES"),
             api_host=env.get("CARILLON_API_HOST", "127.0.0.1"),

@@ -415,6 +415,7 @@ class Engine:
             events,
             self.settings.max_attempts,
             lock_only=lock_only,
+            prepared=self.settings.prepared_statements,
         )
         if row is None:
             return None
@@ -552,6 +553,7 @@ class Engine:
             rows=rows,
             events=effects.events,
             claiming=claiming,
+            prepared=self.settings.prepared_statements,
         ):
             raise _Fenced
         pending_chained = {tid for tid, state in created.items() if state == T.PENDING} & set(

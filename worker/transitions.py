@@ -9,7 +9,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Row,
-    Select,
     Table,
     and_,
     bindparam,
@@ -27,6 +26,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from worker.db import utcnow
 from worker.models import StateEvent, Task, Workflow
+from worker.prepared import PreparedStatement
 from worker.states import TaskState, WorkflowState, task_can, workflow_can
 
 TASK = cast(Table, Task.__table__)
@@ -104,6 +104,9 @@ _LOCK = (
     .where(_CLAIMABLE)
     .with_for_update(of=TASK, key_share=True)
 )
+#: The two claims run on every hop of PostgreSQL, prepared once per connection.
+_LOCK_PREPARED = PreparedStatement("carillon_claim_lock", _LOCK)
+_CLAIM_RELAXED_PREPARED = PreparedStatement("carillon_claim", _CLAIM_RELAXED)
 #: Built once: completing a task is the engine's most frequent write.
 _COMPLETE = (
     update(TASK)
@@ -129,7 +132,11 @@ _COMPLETE_CLAIMING = (
     update(TASK)
     .where(
         TASK.c.id == bindparam("b_task_id"),
-        TASK.c.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
+        # Not IN (...): an expanding parameter would keep it from being prepared.
+        or_(
+            TASK.c.state == TaskState.PENDING.value,
+            TASK.c.state == TaskState.RUNNING.value,
+        ),
         TASK.c.attempt + 1 == bindparam("b_attempt"),
     )
     .values(
@@ -257,6 +264,7 @@ def claim_task(
     max_attempts: int = 5,
     *,
     lock_only: bool = False,
+    prepared: bool = True,
 ) -> Row[Any] | None:
     """pending -> running (or a running task whose heartbeat is older than `stale` and that
     has attempts left under `max_attempts`), only while its workflow is started; increments
@@ -265,15 +273,18 @@ def claim_task(
     With `lock_only` (PostgreSQL), the row is only locked and read, its `attempt` the one the
     claim gives: the caller then completes it with `claiming` (complete_and_create) or takes
     the claim for real with claim_locked, in the same transaction. The event is the same.
+    On PostgreSQL the claim is a prepared statement unless `prepared` is False (worker.prepared).
     """
     connection = session.connection()
     postgresql = connection.dialect.name == "postgresql"
     if lock_only and not postgresql:
         raise ValueError("lock_only claims need PostgreSQL")
-    statement = _LOCK if lock_only else _CLAIM_RELAXED if postgresql else _CLAIM
-    row = connection.execute(
-        statement, _claim_params(task_id, now, stale, worker, max_attempts)
-    ).first()
+    statement = _LOCK_PREPARED if lock_only else _CLAIM_RELAXED_PREPARED if postgresql else _CLAIM
+    params = _claim_params(task_id, now, stale, worker, max_attempts)
+    if isinstance(statement, PreparedStatement):
+        row = statement.execute(connection, params, enabled=prepared).first()
+    else:
+        row = connection.execute(statement, params).first()
     if row is None:
         return None
     event = {
@@ -364,6 +375,7 @@ def complete_and_create(
     rows: list[dict[str, Any]],
     events: list[dict[str, Any]],
     claiming: tuple[dt.datetime, str] | None = None,
+    prepared: bool = True,
 ) -> bool:
     """running -> done for the attempt that owns the task, then the successors' `rows` (column
     values, as record_new_task takes) and every buffered event; False if fenced.
@@ -415,7 +427,7 @@ def complete_and_create(
     for index, event in enumerate(events):
         params.update({f"e{index}_{key}": event.get(key) for key in EVENT_KEYS})
     statement = _folded(len(rows), len(events), claiming is not None)
-    done, created = connection.execute(statement, params).one()
+    done, created = statement.execute(connection, params, enabled=prepared).one()
     if done != 1:
         return False
     if created != len(rows):
@@ -427,9 +439,10 @@ def complete_and_create(
 
 
 @lru_cache(maxsize=128)
-def _folded(n_rows: int, n_events: int, claiming: bool = False) -> Select[Any]:
+def _folded(n_rows: int, n_events: int, claiming: bool = False) -> PreparedStatement:
     """The statement of complete_and_create for one shape, built once (statements are cached
-    by shape: building and compiling one costs more than its round trip)."""
+    by shape: building and compiling one costs more than its round trip), prepared on
+    PostgreSQL (worker.prepared) under a name that says its shape."""
     done = (_COMPLETE_CLAIMING if claiming else _COMPLETE).returning(TASK.c.id).cte("done")
     counted: list[Any] = [select(func.count()).select_from(done).scalar_subquery()]
     # One single-row INSERT per row: SQLAlchemy does not cache multi-row VALUES statements,
@@ -457,7 +470,8 @@ def _folded(n_rows: int, n_events: int, claiming: bool = False) -> Select[Any]:
         for i in range(n_events)
     ]
     parts = [*created, *logged]
-    return select(*counted).add_cte(*parts)
+    name = f"carillon_fold_{n_rows}_{n_events}_{'claiming' if claiming else 'claimed'}"
+    return PreparedStatement(name, select(*counted).add_cte(*parts))
 
 
 def _done_event(task_id: str, workflow_id: int, attempt: int, now: dt.datetime) -> dict[str, Any]:

@@ -3,6 +3,7 @@ statement (complete_and_create), its fencing, and pinging only idle pooled conne
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from typing import Any
@@ -94,10 +95,15 @@ def test_chain_and_fork_record_every_transition_once(pg_harness: Harness, branch
     assert all(parents[f"branch{i}"] == ids["fork1"] for i in range(branches))
 
 
-def test_a_quick_hop_sends_two_statements(pg_harness: Harness) -> None:
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "plain"])
+def test_a_quick_hop_sends_two_statements(pg_harness: Harness, prepared: bool) -> None:
     """The claim (a locking read), then the completion with the claim's columns, its successor
     and events: the regression guard of the hot path (five statements and a ping before they
-    were folded; the claim was an UPDATE, a second write of the row, before it only locked)."""
+    were folded; the claim was an UPDATE, a second write of the row, before it only locked).
+    Prepared (the default), each is an EXECUTE of what the connection prepared once."""
+    pg_harness.engine.settings = dataclasses.replace(
+        pg_harness.settings, prepared_statements=prepared
+    )
     name = pg_harness.start(chain_and_fork(unique("count"), 2), org=unique("org"))
     pg_harness.stub.queue.clear()  # run the links by hand, as a worker would, one at a time
     with pg_harness.sessions() as s:
@@ -108,9 +114,24 @@ def test_a_quick_hop_sends_two_statements(pg_harness: Harness) -> None:
         result = pg_harness.engine.run(noop1, {"noop2": noop2})
     assert result.status == "done" and result.continue_chain
     assert len(seen.sent) == 2, seen.sent
-    assert seen.sent[0].lstrip().startswith("SELECT task.")
-    assert seen.sent[0].rstrip().endswith("FOR NO KEY UPDATE OF task")
-    assert seen.sent[1].lstrip().startswith("WITH")
+    claim, completion = seen.sent
+    if prepared:
+        assert claim.startswith("EXECUTE carillon_claim_lock(")
+        assert completion.startswith("EXECUTE carillon_fold_1_3_claiming(")
+        with pg_harness.db.connect() as connection:  # the pool's one connection: the same
+            texts = {
+                row.name: row.statement
+                for row in connection.execute(
+                    text("SELECT name, statement FROM pg_prepared_statements")
+                )
+            }
+        claim, completion = texts["carillon_claim_lock"], texts["carillon_fold_1_3_claiming"]
+        assert claim.startswith("PREPARE carillon_claim_lock(") and completion.startswith("PREPARE")
+        claim = claim.partition(" AS ")[2]
+        completion = completion.partition(" AS ")[2]
+    assert claim.lstrip().startswith("SELECT task.")
+    assert claim.rstrip().endswith("FOR NO KEY UPDATE OF task")
+    assert completion.lstrip().startswith("WITH")
     with pg_harness.sessions() as s:
         done = s.get(Task, noop1)
         assert done is not None and done.state == TaskState.DONE and done.attempt == 1

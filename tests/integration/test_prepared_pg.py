@@ -1,0 +1,217 @@
+"""Server-side prepared statements (worker.prepared) on real PostgreSQL, and their fallback."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    JSON,
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.exc import DBAPIError
+
+from worker.db import UTCDateTime, make_engine
+from worker.outage import is_outage
+from worker.prepared import PreparedStatement, forget
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+METADATA = MetaData()
+ITEM = Table(
+    "prepared_item",
+    METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("label", String(64)),
+    Column("body", JSON),
+    Column("at", UTCDateTime()),
+)
+SELECT_ONE = select(ITEM.c.id, ITEM.c.label, ITEM.c.body, ITEM.c.at).where(
+    ITEM.c.id == bindparam("item_id")
+)
+INSERT_ONE = insert(ITEM).values(
+    id=bindparam("id"),
+    label=bindparam("label"),
+    body=bindparam("body", type_=JSON),
+    at=bindparam("at", type_=UTCDateTime()),
+)
+
+
+@pytest.fixture
+def pg(pg_database: str) -> Iterator[Engine]:
+    engine = make_engine(pg_database, pool_size=1, max_overflow=0)
+    METADATA.drop_all(engine)
+    METADATA.create_all(engine)
+    try:
+        yield engine
+    finally:
+        METADATA.drop_all(engine)
+        engine.dispose()
+
+
+class Sent:
+    """The statements sent on `engine` while in the block."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.statements: list[str] = []
+
+    def __enter__(self) -> list[str]:
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+        return self.statements
+
+    def __exit__(self, *_: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.statements.append(statement)
+
+
+def prepared_names(engine: Engine) -> list[str]:
+    with engine.connect() as connection:  # pool_size=1: the connection the statements used
+        return list(connection.scalars(text("SELECT name FROM pg_prepared_statements")))
+
+
+def test_rows_are_those_of_the_plain_statement(pg: Engine) -> None:
+    """Values go in processed as SQLAlchemy would (JSON serialised, UTC checked) and come
+    back the same: JSON parsed, datetimes aware in UTC."""
+    at = dt.datetime(2026, 3, 29, 1, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    body = {"n": 1, "nested": [True, None, "é"]}
+    insert_item = PreparedStatement("test_insert_item", INSERT_ONE)
+    select_item = PreparedStatement("test_select_item", SELECT_ONE)
+    with pg.begin() as connection:
+        insert_item.execute(connection, {"id": 1, "label": "one", "body": body, "at": at})
+        mine = select_item.execute(connection, {"item_id": 1}).first()
+        plain = connection.execute(SELECT_ONE, {"item_id": 1}).first()
+    assert mine is not None and plain is not None
+    assert tuple(mine) == tuple(plain) == (1, "one", body, at)
+    assert mine.at.tzinfo == dt.UTC and mine.label == "one"
+    assert sorted(prepared_names(pg)) == ["test_insert_item", "test_select_item"]
+
+
+def test_prepared_once_per_connection_even_across_a_rollback(pg: Engine) -> None:
+    statement = PreparedStatement("test_select_once", SELECT_ONE)
+    with Sent(pg) as sent:
+        connection = pg.connect()
+        with connection.begin() as transaction:
+            assert statement.execute(connection, {"item_id": 7}).first() is None
+            transaction.rollback()  # PREPARE is not transactional: it stays
+        with connection.begin():
+            assert statement.execute(connection, {"item_id": 7}).first() is None
+        connection.close()
+        with pg.connect() as again:  # the same pooled connection, checked out again
+            assert statement.execute(again, {"item_id": 7}).first() is None
+    assert [s.split(" ", 1)[0] for s in sent] == ["PREPARE", "EXECUTE", "EXECUTE", "EXECUTE"]
+
+
+def test_a_statement_without_parameters(pg: Engine) -> None:
+    statement = PreparedStatement("test_count", select(func.count()).select_from(ITEM))
+    with pg.connect() as connection:
+        assert statement.execute(connection, {}).one() == (0,)
+
+
+def test_a_new_connection_prepares_again(pg: Engine) -> None:
+    statement = PreparedStatement("test_select_renewed", SELECT_ONE)
+    with pg.connect() as connection:
+        statement.execute(connection, {"item_id": 1})
+        connection.invalidate()  # as after a PostgreSQL restart: the pool opens another
+    with Sent(pg) as sent, pg.connect() as connection:
+        statement.execute(connection, {"item_id": 1})
+    assert [s.split(" ", 1)[0] for s in sent] == ["PREPARE", "EXECUTE"]
+
+
+def test_deallocated_behind_its_back_fails_once_then_prepares_again(pg: Engine) -> None:
+    """A pooler's DISCARD ALL drops prepared statements: that transaction fails with the
+    database's error, the next one prepares again (CARILLON_PREPARED_STATEMENTS=0 avoids it).
+    psycopg2 reports it as an OperationalError, which the engine retries as an outage."""
+    statement = PreparedStatement("test_select_discarded", SELECT_ONE)
+    with pg.connect() as connection:
+        statement.execute(connection, {"item_id": 1})
+        connection.commit()
+        connection.exec_driver_sql("DEALLOCATE ALL")
+        connection.commit()
+        with pytest.raises(DBAPIError, match="test_select_discarded") as failed:
+            statement.execute(connection, {"item_id": 1})
+        assert is_outage(failed.value)
+        connection.rollback()
+        assert statement.execute(connection, {"item_id": 1}).first() is None
+        forget(connection)
+        connection.commit()
+        assert list(connection.scalars(text("SELECT name FROM pg_prepared_statements"))) == []
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        "'; DROP TABLE prepared_item; --",
+        "$1 %s %(id)s %% \\ \x01 ' \" ",
+        "x" * 1_000_000,
+    ],
+    ids=["injection", "placeholders", "one-megabyte"],
+)
+def test_hostile_and_huge_values_round_trip_verbatim(pg: Engine, label: str) -> None:
+    insert_item = PreparedStatement("test_insert_hostile", INSERT_ONE)
+    select_item = PreparedStatement("test_select_hostile", SELECT_ONE)
+    with pg.begin() as connection:
+        insert_item.execute(
+            connection, {"id": 2, "label": label[:64], "body": {"label": label}, "at": None}
+        )
+        row = select_item.execute(connection, {"item_id": 2}).one()
+    assert row.label == label[:64] and row.body == {"label": label} and row.at is None
+    with pg.connect() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM prepared_item")) == 1
+
+
+def test_a_missing_value_is_refused_before_anything_is_sent(pg: Engine) -> None:
+    statement = PreparedStatement("test_select_missing", SELECT_ONE)
+    with (
+        Sent(pg) as sent,
+        pg.connect() as connection,
+        pytest.raises(ValueError, match="test_select_missing: no value for item_id"),
+    ):
+        statement.execute(connection, {"other": 1})
+    assert sent == []
+
+
+def test_an_expanding_in_cannot_be_prepared(pg: Engine) -> None:
+    statement = PreparedStatement("test_expanding", select(ITEM.c.id).where(ITEM.c.id.in_([1, 2])))
+    with pg.connect() as connection, pytest.raises(ValueError, match="expanding"):
+        statement.execute(connection, {})
+
+
+@pytest.mark.parametrize("name", ["", "Upper", "has space", "x;DROP", "a" * 64, "1abc"])
+def test_names_that_are_not_plain_identifiers_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="not a usable statement name"):
+        PreparedStatement(name, SELECT_ONE)
+
+
+def test_disabled_or_on_sqlite_it_is_the_plain_statement(pg: Engine, tmp_path: Path) -> None:
+    statement = PreparedStatement("test_select_plain", SELECT_ONE)
+    with Sent(pg) as sent, pg.connect() as connection:
+        assert statement.execute(connection, {"item_id": 3}, enabled=False).first() is None
+    assert len(sent) == 1 and sent[0].startswith("SELECT")
+    lite = make_engine(f"sqlite:///{tmp_path / 'plain.sqlite'}")
+    METADATA.create_all(lite)
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with Sent(lite) as sent, lite.begin() as connection:
+        PreparedStatement("test_insert_lite", INSERT_ONE).execute(
+            connection, {"id": 3, "label": "lite", "body": [1], "at": at}
+        )
+        row = statement.execute(connection, {"item_id": 3}).first()
+    assert row is not None and tuple(row) == (3, "lite", [1], at)
+    assert not any(s.startswith(("PREPARE", "EXECUTE")) for s in sent)
+    lite.dispose()

@@ -1,0 +1,186 @@
+"""Server-side prepared statements (PREPARE/EXECUTE) for the engine's hottest statements.
+
+psycopg2 sends every statement as text, so PostgreSQL parses and plans it on each run. For
+the claim and completion of a quick activity, run on every hop, planning costs about as much
+as executing (0.3-0.7 ms of a ~1 ms round trip, measured in bench/engine_overhead.py's
+setting). A `PreparedStatement` is compiled by SQLAlchemy once, prepared once per database
+connection (a PREPARE outlives the transaction it ran in, whatever its outcome), then each
+run sends only `EXECUTE name(values)`. It still goes through the SQLAlchemy connection, so
+errors are wrapped and a lost connection is invalidated as for any other statement.
+
+A pooler that hands one server connection to several clients per transaction (PgBouncer in
+transaction mode) loses prepared statements between transactions: CARILLON_PREPARED_STATEMENTS=0
+sends the plain statement instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from collections import namedtuple
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, CursorResult, Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.selectable import Select
+from sqlalchemy.types import NullType
+
+#: A named parameter of psycopg2's pyformat paramstyle.
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+#: SQLSTATE invalid_sql_statement_name: EXECUTE of a name the server does not know.
+_UNKNOWN_STATEMENT = "26000"
+#: Where a connection's record keeps the names it has prepared (reset with the connection).
+_INFO_KEY = "carillon_prepared"
+
+
+@dataclass(frozen=True)
+class _Form:
+    """A statement as prepared on one dialect: the PREPARE text and how to call it."""
+
+    prepare: str
+    execute: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+    required: frozenset[str]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    columns: tuple[Callable[[Any], Any] | None, ...]
+
+
+class PreparedStatement:
+    """A SQLAlchemy statement run as a server-side prepared statement on PostgreSQL.
+
+    Elsewhere (SQLite, or with `enabled` False) it is executed as the statement itself.
+    """
+
+    def __init__(self, name: str, statement: Select[Any] | UpdateBase) -> None:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+            raise ValueError(f"not a usable statement name: {name!r}")
+        self.name = name
+        self.statement = statement
+        self._forms: dict[str, _Form] = {}
+        self._lock = threading.Lock()
+
+    def execute(
+        self, connection: Connection, params: Mapping[str, Any], *, enabled: bool = True
+    ) -> Any:
+        """Rows of the statement run with `params` (only the tuples' values are processed)."""
+        if not enabled or connection.dialect.name != "postgresql":
+            return connection.execute(self.statement, dict(params))
+        form = self._form(connection.dialect)
+        missing = form.required.difference(params)
+        if missing:
+            raise ValueError(f"{self.name}: no value for {', '.join(sorted(missing))}")
+        prepared: set[str] = connection.connection.info.setdefault(_INFO_KEY, set())
+        if self.name not in prepared:
+            connection.exec_driver_sql(form.prepare)
+            prepared.add(self.name)
+        values = []
+        for key, process in zip(form.names, form.processors, strict=True):
+            value = params[key] if key in params else form.defaults[key]
+            values.append(value if process is None else process(value))
+        try:
+            result: CursorResult[Any] = connection.exec_driver_sql(form.execute, tuple(values))
+        except DBAPIError as error:
+            if getattr(error.orig, "pgcode", None) == _UNKNOWN_STATEMENT:
+                # Deallocated behind our back (DISCARD ALL): prepare again next time.
+                prepared.clear()
+            raise
+        return _Rows(result, form.columns)
+
+    def _form(self, dialect: Dialect) -> _Form:
+        key = dialect.name
+        form = self._forms.get(key)
+        if form is None:
+            with self._lock:
+                form = self._forms.get(key) or self._build(dialect)
+                self._forms[key] = form
+        return form
+
+    def _build(self, dialect: Dialect) -> _Form:
+        compiled = self.statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        if compiled.post_compile_params:
+            # An expanding IN is rendered per call: there is no one text to prepare.
+            raise ValueError(f"{self.name}: expanding parameters cannot be prepared")
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        # '%%' stays as it is: psycopg2 turns it into '%' when it sends the PREPARE.
+        body = _PLACEHOLDER.sub(number, compiled.string)
+        binds = {name: compiled.binds[name] for name in names}
+        # The processing execute() would apply (JSON serialised, UTC datetimes checked).
+        processors = tuple(
+            bind.type.dialect_impl(dialect).bind_processor(dialect) for bind in binds.values()
+        )
+        arguments = ", ".join(["%s"] * len(names))
+        columns = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in getattr(self.statement, "exported_columns", ())
+        )
+        # Declared, not inferred: PostgreSQL guesses `$1 + count(*)` as text, for one.
+        types = ", ".join(_type_name(bind.type, dialect) for bind in binds.values())
+        signature = f"({types})" if names else ""
+        return _Form(
+            prepare=f"PREPARE {self.name}{signature} AS {body}",
+            execute=f"EXECUTE {self.name}({arguments})" if names else f"EXECUTE {self.name}",
+            names=tuple(names),
+            defaults={name: compiled.params.get(name) for name in names},
+            required=frozenset(name for name, bind in binds.items() if bind.required),
+            processors=processors,
+            columns=columns,
+        )
+
+
+class _Rows:
+    """The result of an EXECUTE, its values processed as SQLAlchemy would have (UTC times)."""
+
+    def __init__(self, result: CursorResult[Any], columns: tuple[Any, ...]) -> None:
+        self._result = result
+        self._columns = columns
+
+    def first(self) -> Any:
+        row = self._result.first()
+        if row is None or not any(self._columns):
+            return row
+        named = _row_type(row._fields)
+        return named(
+            *(
+                value if process is None else process(value)
+                for value, process in zip(row, self._columns, strict=True)
+            )
+        )
+
+    def one(self) -> Any:
+        row = self.first()
+        if row is None:
+            raise LookupError("the statement returned no row")
+        return row
+
+
+def _type_name(type_: Any, dialect: Dialect) -> str:
+    """The SQL name of a parameter's type, `unknown` (inferred from its use) when untyped."""
+    if isinstance(type_, NullType):
+        return "unknown"
+    return str(dialect.type_compiler_instance.process(type_.dialect_impl(dialect)))
+
+
+@functools.cache
+def _row_type(fields: tuple[str, ...]) -> Any:
+    """A named tuple class for rows with these column names (built once per shape)."""
+    return namedtuple("PreparedRow", fields)
+
+
+def forget(connection: Connection) -> None:
+    """Drop what this connection prepared (DEALLOCATE ALL), e.g. after a schema change."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("DEALLOCATE ALL")
+        connection.connection.info.pop(_INFO_KEY, None)
