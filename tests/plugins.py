@@ -35,6 +35,7 @@ class Noop(ActivityType):
 
     name = "noop"
     quick = True
+    pure = True
 
     def run(self, ctx: Context) -> Outcome:
         return Outcome()
@@ -90,6 +91,7 @@ class Emit(ActivityType):
 
     name = "emit"
     quick = True
+    pure = True
 
     def run(self, ctx: Context) -> Outcome:
         return Outcome(outputs={"done": {"kind": "file", "path": ctx.activity.name}})
@@ -101,6 +103,7 @@ class Collect(ActivityType):
 
     name = "collect"
     quick = True
+    pure = True
 
     def run(self, ctx: Context) -> Outcome:
         return Outcome(vars={f"seen_{ctx.activity.name}": sorted(ctx.inputs)})
@@ -112,6 +115,7 @@ class EmitTwo(ActivityType):
 
     name = "emitTwo"
     quick = True
+    pure = True
 
     def outlets(self, activity: Activity) -> frozenset[str]:
         return frozenset({"a", "b"})

@@ -41,8 +41,12 @@ class StubDispatcher:
             runs += self._run(self.queue.popleft())[2]
         return runs
 
-    def _run(self, sig: Any) -> tuple[bool, bool, int]:
-        """(the last task ran, the chain may continue, number of tasks run)."""
+    def _run(self, sig: Any, seeds: dict[str, Any] | None = None) -> tuple[bool, bool, int]:
+        """(the last task ran, the chain may continue, number of tasks run).
+
+        As a worker does, a chain link gets the seed its predecessor left for it, if the
+        link right after that predecessor is a plain run (worker.canvas.seed_next).
+        """
         assert self.engine is not None
         if isinstance(sig, chord):
             header = [self._run(h) for h in sig.tasks]
@@ -54,12 +58,17 @@ class StubDispatcher:
             return True, True, sum(self._run(t)[2] for t in sig.tasks)
         if isinstance(sig, chain):
             count = 0
+            left: dict[str, Any] = {}
             for index, link in enumerate(sig.tasks):
-                ran, more, runs = self._run(link)
+                ran, more, runs = self._run(link, left)
                 count += runs
                 if not ran or (not more and index < len(sig.tasks) - 1):
                     return False, False, count
             return True, more, count
         task_id, chained = sig.args
-        result = self.engine.run(task_id, chained)
+        seed = (seeds or {}).pop(task_id, None)
+        result = self.engine.run(task_id, chained, seed)
+        if seeds is not None:
+            seeds.clear()
+            seeds.update(result.seeds)
         return True, result.continue_chain, 1

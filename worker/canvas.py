@@ -12,7 +12,8 @@ first can commit its successors' rows, under those ids, before Celery publishes 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from celery import chain, chord, group, signature
 from celery.canvas import Signature
@@ -132,3 +133,19 @@ def _linear_path(definition: Definition, head: str) -> list[tuple[str, str | Non
             return []
         current = nxt
     return []
+
+
+def seed_next(remaining: list[Any] | None, seeds: Mapping[str, dict[str, Any]]) -> None:
+    """Give the chain's next link the seed (worker.hop) of the task it runs, if any.
+
+    While a chain runs, Celery keeps its remaining links in the task's `request.chain`,
+    as signature dicts, the next one last; it publishes that one once the task returns.
+    """
+    if not remaining:
+        return
+    following = remaining[-1]
+    if not isinstance(following, dict) or following.get("task") != RUN_ACTIVITY:
+        return  # a group or chord comes next: its members are not seeded
+    args = following.get("args") or ()
+    if args and isinstance(args[0], str) and args[0] in seeds:
+        following["kwargs"] = {**(following.get("kwargs") or {}), "seed": seeds[args[0]]}

@@ -68,6 +68,10 @@ class Settings:
     #: instead of preparing them once per connection (needed behind a pooler that shares
     #: server connections between transactions, as PgBouncer's transaction mode does) (1).
     prepared_statements: bool = True
+    #: CARILLON_SEEDED_HOPS: "0" keeps every activity on the usual claim; by default, on
+    #: PostgreSQL, a pure quick activity whose message carries its predecessor's seed is run
+    #: and written in one statement (worker/hop.py) (1).
+    seeded_hops: bool = True
     #: CARILLON_QUEUES: comma-separated queues a worker consumes (default: all of them).
     queues: tuple[str, ...] = ()
     #: CARILLON_ACTIVITY_MODULES: comma-separated modules registering extra activity types.
@@ -163,6 +167,7 @@ class Settings:
                 env, "CARILLON_SOFT_SHUTDOWN_TIMEOUT", 0, minimum=0, maximum=86_400
             ),
             prepared_statements=env.get("CARILLON_PREPARED_STATEMENTS", "1") != "0",
+            seeded_hops=env.get("CARILLON_SEEDED_HOPS", "1") != "0",
             queues=_list(env, "CARILLON_QUEUES"),
             activity_modules=_list(env, "CARILLON_ACTIVITY_MODULES"),
             api_host=env.get("CARILLON_API_HOST", "127.0.0.1"),

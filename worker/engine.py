@@ -16,18 +16,26 @@ import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import dbclock, definitions, registry
+from worker import dbclock, definitions, hop, registry
 from worker.activities.base import Activity, ActivityType, Context, Outcome, SignalRequest
 from worker.config import Settings
 from worker.db import utcnow
 from worker.definitions import Definition
-from worker.errors import CommandRefused, NotFound, TooManyTriggers, TriggerRefused
+from worker.errors import (
+    CommandRefused,
+    DefinitionError,
+    NotFound,
+    TooManyTriggers,
+    TriggerRefused,
+)
 from worker.heartbeat import Heartbeat
+from worker.hop import NO_SESSION, Seed
 from worker.models import (
     Command,
     IdempotencyKey,
@@ -49,14 +57,18 @@ from worker.transitions import (
     TASK,
     claim_locked,
     claim_task,
+    claimed_event,
     complete_and_create,
     complete_task,
+    created_event,
+    done_event,
     record_new_task,
     record_new_tasks,
     set_task_state,
     set_tasks_state,
     set_workflow_state,
     task_values,
+    with_defaults,
     write_events,
 )
 
@@ -91,6 +103,9 @@ class RunResult:
 
     status: str  # done | failed | skipped | fenced | missing
     continue_chain: bool = False
+    #: Seeds (worker.hop) of the chained successors this run created, by task id: the
+    #: task wrapper puts them in the chain's next message.
+    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,6 +117,7 @@ class _Effects:
     #: State events of the hot path, written in one statement before commit.
     events: list[dict[str, Any]] = field(default_factory=list)
     commands: set[int] = field(default_factory=set)
+    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Fenced(Exception):
@@ -134,6 +150,19 @@ class _Claimed:
     #: Set while the task is only locked (claim_task lock_only): what claim_locked needs to
     #: take the claim for real, emptied once taken or folded into the completion.
     locked: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class _SeededPlan:
+    """What a seeded run decided, before its one statement writes it (Engine._run_seeded)."""
+
+    outcome: Outcome
+    vars: dict[str, Any]
+    counts: dict[str, Any]
+    rows: list[dict[str, Any]]
+    logs: list[dict[str, Any]]
+    effects: _Effects
+    created: dict[str, str]
 
 
 def _wake_reason(fired: int, due_at: dt.datetime | None) -> str | None:
@@ -173,6 +202,7 @@ class Engine:
         self._definitions: dict[tuple[int, int], Definition] = {}
         self._orgs: dict[int, int] = {}
         self._next_key_sweep = utcnow()
+        self._seeds_on: bool | None = None
 
     @contextmanager
     def _transaction(self, effects: _Effects) -> Iterator[Session]:
@@ -210,9 +240,20 @@ class Engine:
 
     # ----------------------------------------------------------------- running a task
 
-    def run(self, task_id: str, chained: dict[str, str] | None = None) -> RunResult:
-        """Claim, execute and complete one task; idempotent for duplicate messages."""
+    def run(
+        self, task_id: str, chained: dict[str, str] | None = None, seed: Any = None
+    ) -> RunResult:
+        """Claim, execute and complete one task; idempotent for duplicate messages.
+
+        With the `seed` its predecessor sent, a pure quick activity may take the seeded hop
+        (worker.hop); whatever that cannot do, the usual claim below does.
+        """
         chained = chained or {}
+        if seed is not None and self._seeding():
+            parsed = Seed.parse(seed)
+            seeded = self._run_seeded(task_id, chained, parsed) if parsed else None
+            if seeded is not None:
+                return seeded
         effects = _Effects()
         error: Exception | None = None
         try:
@@ -266,8 +307,161 @@ class Engine:
             if error is not None:
                 return self._fail(claimed, definition, error, ctx.logs)
             self._after_commit(effects)
-            return RunResult("done", more)
+            return RunResult("done", more, effects.seeds)
         return self._run_claimed(claimed, definition, chained)
+
+    def _seeding(self) -> bool:
+        """Whether seeded hops are on: PostgreSQL, and CARILLON_SEEDED_HOPS not 0."""
+        if self._seeds_on is None:
+            bind = self.session.kw.get("bind")
+            self._seeds_on = bool(
+                self.settings.seeded_hops and bind is not None and bind.dialect.name == "postgresql"
+            )
+        return self._seeds_on
+
+    def _run_seeded(self, task_id: str, chained: dict[str, str], seed: Seed) -> RunResult | None:
+        """A pure quick activity run from its seed and written in one statement (worker.hop);
+        None, with nothing written, whenever the usual claim must decide instead: another type
+        of activity, an outcome that is more than "done, go on", or a row that is no longer
+        what the seed says (already run, held, aborted, its workflow paused...)."""
+        fence = seed.fence()
+        try:
+            definition = self.definition(seed.workflow_id, seed.version)
+            kind = definition.type_of(seed.activity)
+        except (NoResultFound, KeyError, DefinitionError):
+            return None
+        if fence is None or not (kind.pure and kind.quick) or kind.data:
+            return None
+        bind = self.session.kw["bind"]
+        started = dbclock.now(bind)
+        try:
+            plan = self._seeded_plan(task_id, chained, seed, definition, started)
+        except Exception:  # the usual run records a failure (or finds the run passes)
+            log.debug("task %s: no seeded hop", task_id, exc_info=True)
+            return None
+        if plan is None:
+            return None
+        outcome, rows, effects = plan.outcome, plan.rows, plan.effects
+        now = max(dbclock.now(bind), started)
+        events = [
+            claimed_event(task_id, seed.workflow_id, 1, started),
+            done_event(task_id, seed.workflow_id, 1, now),
+            *(created_event(row) for row in rows),
+        ]
+        lines = [{**line, "created_at": now} for line in plan.logs]
+        if len(rows) > hop.MAX_ROWS or len(events) > hop.MAX_EVENTS or len(lines) > hop.MAX_LOGS:
+            return None
+        try:
+            with self._autocommit() as connection:
+                written = hop.claim_complete_and_create(
+                    connection,
+                    task_id,
+                    fence,
+                    started=started,
+                    now=now,
+                    worker=self.worker_name,
+                    outlets=list(outcome.outlets),
+                    vars=plan.vars,
+                    counts=plan.counts,
+                    rows=[with_defaults(row) for row in rows],
+                    events=events,
+                    logs=lines,
+                    prepared=self.settings.prepared_statements,
+                )
+        except Exception as exc:
+            if is_outage(exc):
+                raise  # retried as any claim would be: nothing was written
+            # Nothing was written either (one statement); the usual path says what is wrong.
+            log.warning("task %s: seeded hop refused (%s); claiming as usual", task_id, exc)
+            return None
+        if not written:
+            return None
+        log.debug("task %s: seeded hop", task_id)
+        effects.signals.extend(outcome.signals)
+        continue_chain = self._chain_on(definition, plan.created, chained, rows, effects)
+        self._after_commit(effects)
+        return RunResult("done", continue_chain, effects.seeds)
+
+    def _seeded_plan(
+        self,
+        task_id: str,
+        chained: dict[str, str],
+        seed: Seed,
+        definition: Definition,
+        started: dt.datetime,
+    ) -> _SeededPlan | None:
+        """Run the activity on its seed and lay out what its completion writes; None when the
+        usual path must (a park, an end, a join, a workflow that may finish)."""
+        activity = definition.activity(seed.activity)
+        ctx = Context(
+            task_id=task_id,
+            workflow_id=seed.workflow_id,
+            job_id=seed.job_id,
+            activity=activity,
+            vars=dict(seed.vars),
+            counts=dict(seed.counts),
+            attempt=1,
+            now=started,
+            session=cast(Session, NO_SESSION),
+            org_id=self._org_of(None, seed.workflow_id),
+            inputs=dict(seed.inputs or {}),
+            settings=self.settings,
+        )
+        outcome = definition.type_of(seed.activity).run(ctx)
+        if outcome.park is not None or outcome.terminate:
+            return None
+        targets = self._targets(definition, activity, outcome.outlets)
+        if not targets or any(definition.type_of(t).joins for t in targets):
+            return None  # ends, pauses and joins read or change more than this task
+        effects = _Effects()
+        rows: list[dict[str, Any]] = []
+        out_vars = {**ctx.vars, **outcome.vars} if outcome.vars else ctx.vars
+        out_counts = {**ctx.counts, **outcome.counts} if outcome.counts else ctx.counts
+        created = self._activate(
+            cast(Session, NO_SESSION),
+            definition,
+            seed.workflow_id,
+            seed.job_id,
+            seed.version,
+            task_id,
+            activity.name,
+            targets,
+            out_vars,
+            out_counts,
+            chained,
+            effects,
+            inputs=self._inputs_for(activity, outcome, seed.inputs or {}),
+            passed=seed.inputs or {},
+            rows=rows,
+        )
+        if not rows or not any(state in ACTIVE_TASK_STATES for state in created.values()):
+            return None  # the workflow may finish: the usual path looks
+        logs = [
+            {
+                "workflow_id": seed.workflow_id,
+                "job_id": seed.job_id,
+                "task_id": task_id,
+                "activity": activity.name,
+                "level": level,
+                "message": message[:4000],
+            }
+            for level, message in ctx.logs
+        ]
+        return _SeededPlan(outcome, out_vars, out_counts, rows, logs, effects, created)
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[Connection]:
+        """A pooled connection in autocommit mode: each statement its own transaction, with
+        no BEGIN and COMMIT round trips. The driver's flag is flipped directly: SQLAlchemy's
+        isolation_level option asks the server (two round trips per checkout here)."""
+        with self.session.kw["bind"].connect() as connection:
+            driver = connection.connection.dbapi_connection
+            driver.autocommit = True
+            try:
+                yield connection
+            finally:
+                if connection.connection.dbapi_connection is driver:  # not invalidated
+                    driver.autocommit = False
 
     def _check_data_slot(self, s: Session, workflow_id: int) -> None:
         """At most CARILLON_MAX_RUNNING_WORKFLOWS workflows run data activities at once."""
@@ -310,13 +504,18 @@ class Engine:
             wake=claimed.wake,
         )
 
-    def _org_of(self, s: Session, workflow_id: int) -> int:
-        """A workflow's organization, cached: it never changes."""
+    def _org_of(self, s: Session | None, workflow_id: int) -> int:
+        """A workflow's organization, cached: it never changes (read in `s`, or a session of
+        its own when None)."""
         found = self._orgs.get(workflow_id)
         if found is None:
-            found = self._orgs[workflow_id] = s.execute(
-                select(Workflow.org_id).where(Workflow.id == workflow_id)
-            ).scalar_one()
+            statement = select(Workflow.org_id).where(Workflow.id == workflow_id)
+            if s is None:
+                with self.session() as own:
+                    found = own.execute(statement).scalar_one()
+            else:
+                found = s.execute(statement).scalar_one()
+            self._orgs[workflow_id] = found
         return found
 
     def _run_claimed(
@@ -356,7 +555,7 @@ class Engine:
         finally:
             self.heartbeat.discard(claimed.task_id)
         self._after_commit(effects)
-        return RunResult("done", continue_chain)
+        return RunResult("done", continue_chain, effects.seeds)
 
     def _take_claim(self, s: Session, claimed: _Claimed) -> None:
         """Write the claim of a task that is only locked so far (no-op once written)."""
@@ -556,6 +755,21 @@ class Engine:
             prepared=self.settings.prepared_statements,
         ):
             raise _Fenced
+        continue_chain = self._chain_on(definition, created, chained, rows, effects)
+        if not any(state in ACTIVE_TASK_STATES for state in created.values()):
+            self._maybe_finish(s, claimed.workflow_id)
+        return continue_chain
+
+    def _chain_on(
+        self,
+        definition: Definition,
+        created: dict[str, str],
+        chained: dict[str, str],
+        rows: list[dict[str, Any]] | None,
+        effects: _Effects,
+    ) -> bool:
+        """Whether Celery's chain goes on to the successors just created; if not, they are
+        published after commit. If it does, their seeds go along (from `rows`, when given)."""
         pending_chained = {tid for tid, state in created.items() if state == T.PENDING} & set(
             chained.values()
         )
@@ -564,8 +778,12 @@ class Engine:
             # Celery will not publish these: the chain stops here, so we do.
             names = {tid: name for name, tid in chained.items()}
             effects.publish.extend((definition, names[t], t) for t in pending_chained)
-        if not any(state in ACTIVE_TASK_STATES for state in created.values()):
-            self._maybe_finish(s, claimed.workflow_id)
+        elif rows and self._seeding():
+            for row in rows:
+                if row["id"] in pending_chained:
+                    seed = Seed.of_row(row)
+                    if seed is not None:
+                        effects.seeds[row["id"]] = seed
         return continue_chain
 
     def _park(

@@ -106,11 +106,16 @@ def register_tasks(app: Celery) -> None:
         reject_on_worker_lost=True,
         ignore_result=True,
     )
-    def run_activity(self: Task, task_id: str, chained: dict[str, str] | None = None) -> str:
+    def run_activity(
+        self: Task,
+        task_id: str,
+        chained: dict[str, str] | None = None,
+        seed: dict[str, Any] | None = None,
+    ) -> str:
         from worker import runtime
 
         try:
-            result = runtime.engine().run(task_id, chained or {})
+            result = runtime.engine().run(task_id, chained or {}, seed)
         except Exception as exc:
             if not is_outage(exc):
                 raise
@@ -121,6 +126,8 @@ def register_tasks(app: Celery) -> None:
         if not result.continue_chain:
             # The database decided otherwise (held, failed, another outlet): stop the chain.
             self.request.chain = None
+        elif result.seeds:
+            canvas.seed_next(self.request.chain, result.seeds)
         return result.status
 
     @app.task(name="carillon.apply_commands", bind=True, ignore_result=True, shared=False)

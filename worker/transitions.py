@@ -287,15 +287,7 @@ def claim_task(
         row = connection.execute(statement, params).first()
     if row is None:
         return None
-    event = {
-        "workflow_id": row.workflow_id,
-        "entity": "task",
-        "entity_id": task_id,
-        "from_state": TaskState.PENDING.value if row.attempt == 1 else None,
-        "to_state": TaskState.RUNNING.value,
-        "attempt": row.attempt,
-        "at": now,
-    }
+    event = claimed_event(task_id, row.workflow_id, row.attempt, now)
     if events is None:
         connection.execute(insert(EVENT), [event])
     else:
@@ -350,7 +342,7 @@ def complete_task(
     )
     if result.rowcount != 1:
         return False
-    events.append(_done_event(task_id, workflow_id, attempt, now))
+    events.append(done_event(task_id, workflow_id, attempt, now))
     return True
 
 
@@ -409,8 +401,8 @@ def complete_and_create(
             record_new_task(session, row, events)
         return True
     now = utcnow()
-    events.append(_done_event(task_id, workflow_id, attempt, now))
-    events.extend(_created_event(row) for row in rows)
+    events.append(done_event(task_id, workflow_id, attempt, now))
+    events.extend(created_event(row) for row in rows)
     params: dict[str, Any] = {
         "b_task_id": task_id,
         "b_attempt": attempt,
@@ -422,7 +414,7 @@ def complete_and_create(
     if claiming is not None:
         params.update({"b_started": claiming[0], "b_worker": claiming[1]})
     for index, row in enumerate(rows):
-        values = _with_defaults(row)
+        values = with_defaults(row)
         params.update({f"t{index}_{key}": values[key] for key in TASK_KEYS})
     for index, event in enumerate(events):
         params.update({f"e{index}_{key}": event.get(key) for key in EVENT_KEYS})
@@ -474,7 +466,20 @@ def _folded(n_rows: int, n_events: int, claiming: bool = False) -> PreparedState
     return PreparedStatement(name, select(*counted).add_cte(*parts))
 
 
-def _done_event(task_id: str, workflow_id: int, attempt: int, now: dt.datetime) -> dict[str, Any]:
+def claimed_event(task_id: str, workflow_id: int, attempt: int, now: dt.datetime) -> dict[str, Any]:
+    """The event of a claim: from pending on a first attempt (a takeover's state is unknown)."""
+    return {
+        "workflow_id": workflow_id,
+        "entity": "task",
+        "entity_id": task_id,
+        "from_state": TaskState.PENDING.value if attempt == 1 else None,
+        "to_state": TaskState.RUNNING.value,
+        "attempt": attempt,
+        "at": now,
+    }
+
+
+def done_event(task_id: str, workflow_id: int, attempt: int, now: dt.datetime) -> dict[str, Any]:
     return {
         "workflow_id": workflow_id,
         "entity": "task",
@@ -486,7 +491,7 @@ def _done_event(task_id: str, workflow_id: int, attempt: int, now: dt.datetime) 
     }
 
 
-def _created_event(row: dict[str, Any]) -> dict[str, Any]:
+def created_event(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "workflow_id": row["workflow_id"],
         "entity": "task",
@@ -556,7 +561,7 @@ def record_new_task(
     """
     row = task if isinstance(task, dict) else _row(task)
     session.connection().execute(insert(TASK), [row])
-    event = _created_event(row)
+    event = created_event(row)
     if events is None:
         session.connection().execute(insert(EVENT), [event])
     else:
@@ -569,8 +574,8 @@ def record_new_tasks(
     """Insert new task rows (column values) in one statement; their creation events are
     buffered in `events` for `write_events`."""
     if rows:
-        session.connection().execute(insert(TASK), [_with_defaults(row) for row in rows])
-        events.extend(_created_event(row) for row in rows)
+        session.connection().execute(insert(TASK), [with_defaults(row) for row in rows])
+        events.extend(created_event(row) for row in rows)
 
 
 def task_values(task: Task) -> dict[str, Any]:
@@ -580,10 +585,10 @@ def task_values(task: Task) -> dict[str, Any]:
 
 def _row(task: Task) -> dict[str, Any]:
     """A task object as column values, with the ORM defaults the object did not set."""
-    return _with_defaults({column.key: getattr(task, column.key) for column in TASK.columns})
+    return with_defaults({column.key: getattr(task, column.key) for column in TASK.columns})
 
 
-def _with_defaults(row: dict[str, Any]) -> dict[str, Any]:
+def with_defaults(row: dict[str, Any]) -> dict[str, Any]:
     """Every column of a task row: the given values, the column defaults for the others."""
     values: dict[str, Any] = {}
     for column in TASK.columns:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
 from celery import group
 from celery.canvas import _chain as chain
 from celery.canvas import _chord as chord
@@ -166,3 +167,43 @@ def test_a_branch_that_decides_before_the_join_falls_back_to_a_group() -> None:
         "chain",
         ["start1", "fork1", ("group", ["a1", "test1"])],
     )
+
+
+SEQUENCE_FOR_SEEDS = {
+    "id": "seeds",
+    "activities": [
+        {"name": "start1", "type": "start", "transitions": {"done": "b"}},
+        {"name": "b", "type": "noop", "transitions": {"done": "end1"}},
+        {"name": "end1", "type": "end"},
+    ],
+}
+
+
+def _link_dict(task_id: str) -> dict[str, Any]:
+    return dict(canvas.link(definitions.parse(SEQUENCE_FOR_SEEDS), "b", task_id))
+
+
+def test_seed_next_seeds_the_next_run_of_the_task_it_names() -> None:
+    remaining = [_link_dict("later"), _link_dict("next")]
+    canvas.seed_next(remaining, {"next": {"vars": {}}, "other": {"vars": {"x": 1}}})
+    assert remaining[-1]["kwargs"] == {"seed": {"vars": {}}}
+    assert remaining[0]["kwargs"] == {}  # only the link Celery publishes next
+
+
+@pytest.mark.parametrize(
+    "remaining",
+    [
+        None,
+        [],
+        [dict(group(canvas.link(definitions.parse(SEQUENCE_FOR_SEEDS), "b", "next")))],
+        [{"task": "other.task", "args": ["next"], "kwargs": {}}],
+        [{"task": canvas.RUN_ACTIVITY, "args": [], "kwargs": {}}],
+        [{"task": canvas.RUN_ACTIVITY, "args": [["next"]], "kwargs": {}}],
+        ["not a signature"],
+    ],
+    ids=["none", "empty", "group", "other-task", "no-args", "odd-args", "junk"],
+)
+def test_seed_next_leaves_anything_else_alone(remaining: Any) -> None:
+    before = repr(remaining)
+    canvas.seed_next(remaining, {"next": {"vars": {}}})
+    assert repr(remaining) == before

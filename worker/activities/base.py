@@ -170,6 +170,10 @@ class ActivityType:
     #: Quick activities (no effect outside the database, microseconds of work) are claimed,
     #: run and completed in one transaction: a crash rolls the whole run back.
     quick: ClassVar[bool] = False
+    #: Pure quick activities compute their outcome from the context's values alone (vars,
+    #: counts, inputs, options, now): no database (`ctx.session`), no effect. The engine may
+    #: run them before claiming, from what the predecessor's message carries (worker.hop).
+    pure: ClassVar[bool] = False
 
     def validate(self, activity: Activity) -> None:
         """Check the options at save time; raise DefinitionError naming the problem."""

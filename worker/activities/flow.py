@@ -26,6 +26,7 @@ class Start(ActivityType):
 
     name = "start"
     quick = True
+    pure = True
     entry = True
     entry_only = True
 
@@ -52,6 +53,7 @@ class End(ActivityType):
 
     name = "end"
     quick = True
+    pure = True
     options = {
         "signal": Option((dict,), check=_check_end_signal),
         "terminate": Option((bool,)),
@@ -78,6 +80,7 @@ class ExternalSignal(ActivityType):
 
     name = "externalSignal"
     quick = True
+    pure = True
     entry = True
     listener = True
     breaks_loops = True
@@ -103,6 +106,7 @@ class Scheduler(ActivityType):
 
     name = "scheduler"
     quick = True
+    pure = True
     entry = True
     entry_only = True
     listener = True
@@ -140,6 +144,7 @@ class Wait(ActivityType):
 
     name = "wait"
     quick = True
+    pure = True
     breaks_loops = True
     options = {
         "duration": Option((str,)),
@@ -198,6 +203,7 @@ class Test(ActivityType):
 
     name = "test"
     quick = True
+    pure = True
     deciding = True
     options = {
         "conditions": Option((list,), required=True, check=_check_conditions),
@@ -229,6 +235,7 @@ class Fork(ActivityType):
 
     name = "fork"
     quick = True
+    pure = True
 
     def run(self, ctx: Context) -> Outcome:
         return Outcome()
@@ -240,6 +247,7 @@ class AndJoin(ActivityType):
 
     name = "andJoin"
     quick = True
+    pure = True
     joins = True
 
     def run(self, ctx: Context) -> Outcome:
@@ -252,6 +260,7 @@ class Jump(ActivityType):
 
     name = "jump"
     quick = True
+    pure = True
     options = {"target": Option((str,), required=True)}
 
     def outlets(self, activity: Activity) -> frozenset[str]:

@@ -1,0 +1,349 @@
+"""Seeded hops (worker/hop.py) on real PostgreSQL: a pure quick activity run from the seed its
+predecessor sent and written in one statement, the same rows as the usual claim, and every
+seed that does not match its row (or is not a seed at all) changing nothing by itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from tests.conftest import Harness
+from worker import registry
+from worker.activities.base import ActivityType, Context, Outcome
+from worker.errors import ActivityError
+from worker.hop import MAX_SEED_BYTES
+from worker.models import LogLine, StateEvent, Task, Workflow, new_id
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def chain(*kinds: str | dict[str, Any]) -> dict[str, Any]:
+    """start1 -> a0 -> a1 ... -> end1, each `kind` a type name or a whole activity."""
+    names = [f"a{i}" for i in range(len(kinds))]
+    activities: list[dict[str, Any]] = [
+        {"name": "start1", "type": "start", "transitions": {"done": names[0]}}
+    ]
+    for index, kind in enumerate(kinds):
+        after = names[index + 1] if index + 1 < len(names) else "end1"
+        activity: dict[str, Any] = {"type": kind} if isinstance(kind, str) else dict(kind)
+        outlets = activity.pop("outlets", ["done"])
+        activity.update(name=names[index], transitions={outlet: after for outlet in outlets})
+        activities.append(activity)
+    activities.append({"name": "end1", "type": "end"})
+    return {"id": unique("seed"), "activities": activities}
+
+
+class Sent:
+    """The statements `harness` sends while in the block."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.engine = harness.db
+        self.statements: list[str] = []
+
+    def __enter__(self) -> list[str]:
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+        return self.statements
+
+    def __exit__(self, *_: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.statements.append(statement)
+
+
+def first_hop(h: Harness, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Start `body`, run start1 by hand: (a0's task id, the seed start1 left for it)."""
+    name = h.start(body, org=unique("org"))
+    h.stub.queue.clear()
+    with h.sessions() as s:
+        start_id = s.scalar(select(Task.id).join(Workflow).where(Workflow.name == name))
+    a0 = new_id()
+    result = h.engine.run(start_id, {"a0": a0})
+    assert result.continue_chain and set(result.seeds) == {a0}
+    return a0, result.seeds[a0]
+
+
+def task(h: Harness, task_id: str) -> Task:
+    with h.sessions() as s:
+        found = s.get(Task, task_id)
+        assert found is not None
+        s.expunge(found)
+        return found
+
+
+def history(h: Harness, task_id: str) -> list[tuple[str | None, str, int | None]]:
+    with h.sessions() as s:
+        return [
+            tuple(row)
+            for row in s.execute(
+                select(StateEvent.from_state, StateEvent.to_state, StateEvent.attempt)
+                .where(StateEvent.entity_id == task_id)
+                .order_by(StateEvent.at, StateEvent.id)
+            )
+        ]
+
+
+def test_a_seeded_hop_is_one_statement_with_the_usual_rows(pg_harness: Harness) -> None:
+    h = pg_harness
+    warm, warm_seed = first_hop(h, chain("noop", "noop"))
+    h.engine.run(warm, {"a1": new_id()}, warm_seed)  # prepares the statement, warms caches
+    a0, seed = first_hop(h, chain("noop", "noop"))
+    assert seed["activity"] == "a0" and seed["vars"] == {} and seed["inputs"] is None
+    a1 = new_id()
+    with Sent(h) as sent:
+        result = h.engine.run(a0, {"a1": a1}, seed)
+    assert [s.split("(", 1)[0] for s in sent] == ["EXECUTE carillon_hop_1_3_0"]
+    assert result.status == "done" and result.continue_chain and set(result.seeds) == {a1}
+    done = task(h, a0)
+    assert (done.state, done.attempt, done.worker, done.reason) == ("done", 1, "test", None)
+    assert done.outlets == ["done"] and done.started_at is not None
+    assert done.heartbeat_at == done.started_at and done.finished_at is not None
+    assert history(h, a0) == [
+        (None, "pending", None),
+        ("pending", "running", 1),
+        ("running", "done", 1),
+    ]
+    successor = task(h, a1)
+    assert (successor.state, successor.parent_id, successor.activity) == ("pending", a0, "a1")
+    assert history(h, a1) == [(None, "pending", None)]
+
+
+def test_seeded_and_usual_runs_write_the_same_workflow(pg_harness: Harness) -> None:
+    """The whole chain through the stub (which seeds as a worker does) then with seeding off:
+    the same tasks, states, attempts, vars and events."""
+    h = pg_harness
+    decide = {
+        "type": "test",
+        "conditions": [{"name": "yes", "when": {"field": "vars.x", "op": "isEmpty"}}],
+        "outlets": ["yes", "default"],
+    }
+    body = chain("noop", decide, "noop")
+    shapes = []
+    for seeded in (True, False):
+        h.engine.settings = dataclasses.replace(h.settings, seeded_hops=seeded)
+        h.engine._seeds_on = None
+        name = h.start({**body, "id": unique("same")}, org=unique("org"))
+        h.stub.drain()
+        with h.sessions() as s:
+            workflow = s.scalars(select(Workflow).where(Workflow.name == name)).one()
+            rows = s.execute(
+                select(Task.activity, Task.state, Task.attempt, Task.vars, Task.outlets)
+                .where(Task.workflow_id == workflow.id)
+                .order_by(Task.activity)
+            ).all()
+            events = sorted(
+                (e.to_state, e.from_state or "")
+                for e in s.execute(
+                    select(StateEvent.to_state, StateEvent.from_state).where(
+                        StateEvent.workflow_id == workflow.id, StateEvent.entity == "task"
+                    )
+                )
+            )
+            lines = sorted(
+                s.scalars(select(LogLine.message).where(LogLine.workflow_id == workflow.id))
+            )
+        shapes.append((workflow.state, [tuple(r) for r in rows], events, lines))
+    assert shapes[0] == shapes[1]
+    assert shapes[0][0] == "finished"
+    assert any("condition 'yes' is true" in line for line in shapes[0][3])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"vars": {"x": 1}},
+        {"counts": {"n": 2}},
+        {"inputs": {"a0": {"kind": "file", "path": "/etc/passwd"}}},
+        {"activity": "a1"},
+        {"job_id": "someone-else"},
+        {"version": 99},
+        {"workflow_id": 2**31 - 1},
+    ],
+    ids=["vars", "counts", "inputs", "activity", "job", "version", "workflow"],
+)
+def test_a_seed_that_does_not_match_its_row_is_ignored(
+    pg_harness: Harness, change: dict[str, Any]
+) -> None:
+    """The row is the authority: the usual claim runs the task on what the row holds."""
+    h = pg_harness
+    a0, seed = first_hop(h, chain("noop", "noop"))
+    a1 = new_id()
+    result = h.engine.run(a0, {"a1": a1}, {**seed, **change})
+    assert result.status == "done" and result.continue_chain
+    done, successor = task(h, a0), task(h, a1)
+    assert (done.state, done.attempt, done.vars, done.counts) == ("done", 1, {}, {})
+    assert (successor.vars, successor.counts, successor.inputs) == ({}, {}, None)
+    assert history(h, a0) == [
+        (None, "pending", None),
+        ("pending", "running", 1),
+        ("running", "done", 1),
+    ]
+
+
+def deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"d": value}
+    return value
+
+
+#: Not seeds at all.
+NOT_SEEDS: list[Any] = ["a seed", 42, ["workflow_id"], {}, {"workflow_id": 1}]
+#: Changes to a real seed that make it malformed.
+MALFORMED: list[dict[str, Any]] = [
+    {"extra": 1},
+    {"workflow_id": "1"},
+    {"workflow_id": -1},
+    {"workflow_id": True},
+    {"version": 2**63},
+    {"activity": "x" * 10_000},
+    {"activity": "'; DROP TABLE task; --"},
+    {"job_id": None},
+    {"vars": ["not", "a", "mapping"]},
+    {"inputs": "a string"},
+    {"vars": {"n": math.nan}},
+    {"vars": {"n": math.inf}},
+    {"vars": deep(5_000)},
+    {"vars": {"big": "x" * 2_000_000}},
+]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [*NOT_SEEDS, *MALFORMED],
+    ids=[f"not-a-seed{i}" for i in range(len(NOT_SEEDS))]
+    + [f"malformed{i}" for i in range(len(MALFORMED))],
+)
+def test_hostile_seeds_change_nothing_by_themselves(pg_harness: Harness, hostile: Any) -> None:
+    h = pg_harness
+    a0, seed = first_hop(h, chain("noop", "noop"))
+    given = {**seed, **hostile} if any(hostile is m for m in MALFORMED) else hostile
+    a1 = new_id()
+    result = h.engine.run(a0, {"a1": a1}, given)
+    assert result.status == "done"
+    done = task(h, a0)
+    assert (done.state, done.attempt, done.vars) == ("done", 1, {})
+    assert task(h, a1).vars == {}
+
+
+def test_a_duplicate_seeded_message_is_skipped(pg_harness: Harness) -> None:
+    h = pg_harness
+    a0, seed = first_hop(h, chain("noop", "noop"))
+    a1 = new_id()
+    assert h.engine.run(a0, {"a1": a1}, seed).status == "done"
+    again = h.engine.run(a0, {"a1": a1}, seed)
+    assert again.status == "skipped" and not again.continue_chain
+    assert task(h, a0).attempt == 1
+    with h.sessions() as s:
+        assert s.scalar(select(Task.id).where(Task.parent_id == a0)) == a1
+    assert len(history(h, a0)) == 3
+
+
+def test_a_paused_workflow_holds_a_seeded_task(pg_harness: Harness) -> None:
+    h = pg_harness
+    body = chain("noop", "noop")
+    a0, seed = first_hop(h, body)
+    with h.sessions() as s:
+        name = s.scalar(select(Workflow.name).join(Task).where(Task.id == a0))
+    assert name is not None
+    h.engine.command(None, name, "pause")
+    result = h.engine.run(a0, {"a1": new_id()}, seed)
+    assert result.status == "skipped" and not result.continue_chain
+    held = task(h, a0)
+    assert (held.state, held.attempt) == ("held", 0)
+
+
+class _ReadsDatabase(ActivityType):
+    """Quick, not pure: reads the database (the seeded hop must leave it alone)."""
+
+    name = "seedTestReads"
+    quick = True
+
+    def run(self, ctx: Context) -> Outcome:
+        one = ctx.session.execute(select(1)).scalar_one()
+        return Outcome(vars={"read": one})
+
+
+class _ClaimsPurity(_ReadsDatabase):
+    """Says it is pure but reads the database: the seeded run fails, the usual one works."""
+
+    name = "seedTestLiar"
+    pure = True
+
+
+class _PureFailure(ActivityType):
+    name = "seedTestFails"
+    quick = True
+    pure = True
+
+    def run(self, ctx: Context) -> Outcome:
+        raise ActivityError("pure and failing")
+
+
+class _PureBig(ActivityType):
+    name = "seedTestBig"
+    quick = True
+    pure = True
+
+    def run(self, ctx: Context) -> Outcome:
+        return Outcome(vars={"big": "x" * (MAX_SEED_BYTES + 1)})
+
+
+@pytest.fixture
+def test_types() -> Iterator[None]:
+    registry.load()
+    kinds = [_ReadsDatabase(), _ClaimsPurity(), _PureFailure(), _PureBig()]
+    for kind in kinds:
+        registry._TYPES[kind.name] = kind  # test-only types, removed below
+    try:
+        yield
+    finally:
+        for kind in kinds:
+            registry._TYPES.pop(kind.name, None)
+
+
+@pytest.mark.parametrize("kind", ["seedTestReads", "seedTestLiar"])
+def test_activities_that_read_the_database_take_the_usual_claim(
+    pg_harness: Harness, test_types: None, kind: str
+) -> None:
+    h = pg_harness
+    a0, seed = first_hop(h, chain(kind, "noop"))
+    a1 = new_id()
+    with Sent(h) as sent:
+        result = h.engine.run(a0, {"a1": a1}, seed)
+    assert result.status == "done" and result.continue_chain
+    # Neither is run from its seed: one is not pure, the other fails before any statement.
+    assert not any(s.startswith("EXECUTE carillon_hop") for s in sent)
+    assert task(h, a0).vars == {"read": 1} and task(h, a1).vars == {"read": 1}
+
+
+def test_a_failing_pure_activity_fails_once_the_usual_way(
+    pg_harness: Harness, test_types: None
+) -> None:
+    h = pg_harness
+    a0, seed = first_hop(h, chain("seedTestFails", "noop"))
+    result = h.engine.run(a0, {"a1": new_id()}, seed)
+    assert result.status == "failed" and not result.continue_chain
+    failed = task(h, a0)
+    assert (failed.state, failed.attempt) == ("failed", 1)
+    assert failed.error is not None and "pure and failing" in failed.error
+    assert ("running", "done", 1) not in history(h, a0)
+
+
+def test_large_vars_are_not_seeded(pg_harness: Harness, test_types: None) -> None:
+    h = pg_harness
+    a0, seed = first_hop(h, chain("seedTestBig", "noop"))
+    a1 = new_id()
+    result = h.engine.run(a0, {"a1": a1}, seed)
+    assert result.status == "done" and result.continue_chain and result.seeds == {}
+    assert len(task(h, a1).vars["big"]) == MAX_SEED_BYTES + 1

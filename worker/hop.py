@@ -1,0 +1,277 @@
+"""A seeded hop: a pure quick activity claimed, completed and continued in one statement.
+
+When a quick activity completes on PostgreSQL and Celery's chain goes on to its successor,
+the successor's message carries a `Seed`: the row the completion just wrote for it (workflow,
+version, job, activity, vars, counts, inputs). The worker that takes the message can then
+run a pure activity (worker.activities.base.ActivityType.pure: its outcome comes from those
+values alone) before claiming anything, and write everything in one autocommit statement:
+
+- the task goes pending -> done, only if its row still holds exactly what the seed says and
+  its workflow is started (otherwise nothing is written and the engine takes its usual path,
+  which holds, aborts, skips or re-runs the task as the row says);
+- its successors' rows, its state events and its log lines are inserted only if it did.
+
+One round trip instead of four (BEGIN, claim, completion, COMMIT) on the engine's hottest
+path; the planner is spared too (worker.prepared). Nothing leaves the database before the
+statement commits, so a crash anywhere leaves the task pending, as before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.sql.selectable import CTE
+
+from worker.models import LogLine
+from worker.prepared import PreparedStatement
+from worker.states import TaskState, WorkflowState
+from worker.transitions import EVENT, EVENT_KEYS, TASK, TASK_KEYS, WORKFLOW
+
+LOG = LogLine.__table__
+LOG_KEYS = ("workflow_id", "job_id", "task_id", "activity", "level", "message", "created_at")
+#: A seed larger than this (serialised) is not sent: the successor claims as usual. Vars
+#: travel in the message then, and a broker message is no place for a large document.
+MAX_SEED_BYTES = 16_384
+#: Most successor rows, events and log lines one hop statement writes.
+MAX_ROWS, MAX_EVENTS, MAX_LOGS = 16, 40, 8
+
+
+class _NoSession:
+    """The `ctx.session` of a seeded run: a pure activity that touches it fails, and the
+    engine runs it again the usual way, with a session."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"a pure activity used the database (session.{name})")
+
+
+NO_SESSION: Any = _NoSession()
+
+
+@dataclass(frozen=True)
+class Seed:
+    """What a pending task's row holds, as its predecessor wrote it."""
+
+    workflow_id: int
+    version: int
+    job_id: str
+    activity: str
+    vars: dict[str, Any]
+    counts: dict[str, Any]
+    inputs: dict[str, Any] | None
+
+    @classmethod
+    def of_row(cls, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The seed of a new task row, as a message carries it; None when too large."""
+        seed = {
+            "workflow_id": row["workflow_id"],
+            "version": row["version"],
+            "job_id": row["job_id"],
+            "activity": row["activity"],
+            "vars": row["vars"],
+            "counts": row["counts"],
+            "inputs": row["inputs"],
+        }
+        try:
+            size = len(json.dumps(seed))
+        except (TypeError, ValueError, RecursionError):
+            return None
+        return seed if size <= MAX_SEED_BYTES else None
+
+    @classmethod
+    def parse(cls, raw: Any) -> Seed | None:
+        """A seed from a message, or None when it is not one (the usual claim runs then).
+
+        The row is the authority: a seed that does not match it changes nothing.
+        """
+        if not isinstance(raw, dict) or set(raw) != {
+            "workflow_id",
+            "version",
+            "job_id",
+            "activity",
+            "vars",
+            "counts",
+            "inputs",
+        }:
+            return None
+        ids_ok = all(
+            type(raw[key]) is int and 0 < raw[key] < 2**31 for key in ("workflow_id", "version")
+        )
+        names_ok = all(
+            isinstance(raw[key], str) and 0 < len(raw[key]) <= 64 for key in ("job_id", "activity")
+        )
+        values_ok = isinstance(raw["vars"], dict) and isinstance(raw["counts"], dict)
+        if not (ids_ok and names_ok and values_ok):
+            return None
+        if raw["inputs"] is not None and not isinstance(raw["inputs"], dict):
+            return None
+        return cls(
+            raw["workflow_id"],
+            raw["version"],
+            raw["job_id"],
+            raw["activity"],
+            raw["vars"],
+            raw["counts"],
+            raw["inputs"],
+        )
+
+    def fence(self) -> dict[str, Any] | None:
+        """The hop statement's fence parameters: the row must hold these values exactly (its
+        JSON columns keep the text they were written with); None if they cannot be written."""
+        try:
+            texts = [_json_text(value) for value in (self.vars, self.counts, self.inputs)]
+        except (TypeError, ValueError, RecursionError):  # not JSON, NaN, nested too deep
+            return None
+        return {
+            "h_workflow_id": self.workflow_id,
+            "h_version": self.version,
+            "h_job_id": self.job_id,
+            "h_activity": self.activity,
+            "h_vars": texts[0],
+            "h_counts": texts[1],
+            "h_inputs": texts[2],
+        }
+
+
+def _json_text(value: Any) -> str:
+    """`value` as SQLAlchemy's JSON type writes it (json.dumps), refusing NaN and infinities."""
+
+    def finite(number: str) -> float:
+        parsed = float(number)
+        if not math.isfinite(parsed):
+            raise ValueError("not finite")
+        return parsed
+
+    text = json.dumps(value)
+    json.loads(text, parse_constant=lambda _: finite("nan"), parse_float=finite)
+    return text
+
+
+def claim_complete_and_create(
+    connection: Connection,
+    task_id: str,
+    fence: dict[str, Any],
+    *,
+    started: dt.datetime,
+    now: dt.datetime,
+    worker: str,
+    outlets: list[str],
+    vars: dict[str, Any],
+    counts: dict[str, Any],
+    rows: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    logs: list[dict[str, Any]],
+    prepared: bool = True,
+) -> bool:
+    """pending -> done with `rows`, `events` and `logs`, in one statement on an autocommit
+    `connection`, if the row still matches `fence`; False (nothing written) otherwise.
+
+    `rows` must be complete task rows (every TASK_KEYS column). A successor id that already
+    exists fails the whole statement (nothing written): it cannot, while the task is pending.
+    """
+    if len(rows) > MAX_ROWS or len(events) > MAX_EVENTS or len(logs) > MAX_LOGS:
+        raise ValueError("too many rows for one hop statement")
+    params: dict[str, Any] = {
+        **fence,
+        "h_task_id": task_id,
+        "h_started": started,
+        "h_now": now,
+        "h_worker": worker,
+        "h_outlets": outlets,
+        "h_out_vars": vars,
+        "h_out_counts": counts,
+    }
+    for index, row in enumerate(rows):
+        params.update({f"t{index}_{key}": row[key] for key in TASK_KEYS})
+    for index, event in enumerate(events):
+        params.update({f"e{index}_{key}": event.get(key) for key in EVENT_KEYS})
+    for index, line in enumerate(logs):
+        params.update({f"l{index}_{key}": line.get(key) for key in LOG_KEYS})
+    statement = _hop(len(rows), len(events), len(logs))
+    done, created = statement.execute(connection, params, enabled=prepared).one()
+    if done and created != len(rows):
+        raise RuntimeError(f"task {task_id}: {len(rows) - created} successor row(s) not written")
+    return bool(done)
+
+
+@lru_cache(maxsize=64)
+def _hop(n_rows: int, n_events: int, n_logs: int) -> PreparedStatement:
+    """The hop statement for one shape, built and prepared once."""
+    claimable = and_(
+        TASK.c.id == bindparam("h_task_id"),
+        TASK.c.state == TaskState.PENDING.value,
+        TASK.c.attempt == 0,
+        TASK.c.workflow_id == bindparam("h_workflow_id"),
+        TASK.c.version == bindparam("h_version"),
+        TASK.c.job_id == bindparam("h_job_id"),
+        TASK.c.activity == bindparam("h_activity"),
+        cast(TASK.c.vars, Text) == bindparam("h_vars", type_=Text),
+        cast(TASK.c.counts, Text) == bindparam("h_counts", type_=Text),
+        cast(TASK.c.inputs, Text) == bindparam("h_inputs", type_=Text),
+        exists().where(
+            WORKFLOW.c.id == TASK.c.workflow_id, WORKFLOW.c.state == WorkflowState.STARTED.value
+        ),
+    )
+    done = (
+        update(TASK)
+        .where(claimable)
+        .values(
+            state=TaskState.DONE.value,
+            attempt=1,
+            started_at=bindparam("h_started"),
+            heartbeat_at=bindparam("h_started"),
+            worker=bindparam("h_worker"),
+            reason=None,
+            updated_at=bindparam("h_now"),
+            finished_at=bindparam("h_now"),
+            outlets=bindparam("h_outlets", type_=TASK.c.outlets.type),
+            vars=bindparam("h_out_vars", type_=TASK.c.vars.type),
+            counts=bindparam("h_out_counts", type_=TASK.c.counts.type),
+        )
+        # As the claim does (worker.transitions._CLAIM_RELAXED): no wait for the WAL flush.
+        .returning(TASK.c.id, func.set_config("synchronous_commit", "off", True))
+        .cte("done")
+    )
+    created = [
+        _insert_if_done(TASK, TASK_KEYS, f"t{i}", done, returning=True).cte(f"created{i}")
+        for i in range(n_rows)
+    ]
+    others = [
+        _insert_if_done(EVENT, EVENT_KEYS, f"e{i}", done).cte(f"logged{i}") for i in range(n_events)
+    ] + [_insert_if_done(LOG, LOG_KEYS, f"l{i}", done).cte(f"line{i}") for i in range(n_logs)]
+    counted = select(
+        select(func.count()).select_from(done).scalar_subquery(),
+        sum(
+            (select(func.count()).select_from(cte).scalar_subquery() for cte in created),
+            literal(0),
+        ),
+    ).add_cte(*created, *others)
+    return PreparedStatement(f"carillon_hop_{n_rows}_{n_events}_{n_logs}", counted)
+
+
+def _insert_if_done(
+    table: Any, keys: tuple[str, ...], prefix: str, done: CTE, *, returning: bool = False
+) -> Any:
+    """INSERT of one row of bound values, selected from `done`: no row unless it updated."""
+    values = select(
+        *(bindparam(f"{prefix}_{key}", type_=table.c[key].type) for key in keys)
+    ).select_from(done)
+    statement = insert(table).from_select(list(keys), values)
+    return statement.returning(table.c.id) if returning else statement
