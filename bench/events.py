@@ -39,7 +39,7 @@ class _Sink:
 class _NoPublish:
     """The API's dispatcher: the bench runs the pipeline itself, so nothing is published."""
 
-    def dispatch(self, definition: Any, rows: Any) -> None:
+    def dispatch(self, definition: Any, rows: Any, seeds: Any = None) -> None:
         raise AssertionError("no workflow runs in this bench")
 
     def apply_commands(self, workflow_id: int) -> None:

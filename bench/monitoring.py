@@ -59,7 +59,9 @@ LEVELS = ("info", "info", "info", "warning", "error")
 
 
 class _NoDispatch:
-    def dispatch(self, definition: Definition, rows: list[tuple[str, str]]) -> None:
+    def dispatch(
+        self, definition: Definition, rows: list[tuple[str, str]], seeds: Any = None
+    ) -> None:
         raise AssertionError("the benchmark only reads")
 
     def apply_commands(self, workflow_id: int) -> None:
@@ -154,7 +156,8 @@ def seed(raw: Any, workflows: int, tasks: int) -> dict[str, Any]:
                 if i < 3 or i == big_jobs - 1:
                     task_ids.append(task_id)
                 created = begun + timedelta(seconds=k)
-                state, due, started, finished = "done", "\\N", created, created
+                started: datetime | None = created
+                state, due, finished = "done", "\\N", created
                 if i in running and kind in ("wait", "externalSignal"):
                     state, started = "waiting", None
                     due = (

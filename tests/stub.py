@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from celery import group
@@ -25,9 +26,15 @@ class StubDispatcher:
         self.published: list[Signature] = []
         self.command_requests: list[int] = []
 
-    def dispatch(self, definition: Definition, rows: list[tuple[str, str]]) -> None:
+    def dispatch(
+        self,
+        definition: Definition,
+        rows: list[tuple[str, str]],
+        seeds: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
         for activity, task_id in rows:
-            segment = canvas.compile_segment(definition, activity, task_id, new_id)
+            seed = (seeds or {}).get(task_id)
+            segment = canvas.compile_segment(definition, activity, task_id, new_id, seed)
             self.published.append(segment)
             self.queue.append(segment)
 
@@ -66,7 +73,7 @@ class StubDispatcher:
                     return False, False, count
             return True, more, count
         task_id, chained = sig.args
-        seed = (seeds or {}).pop(task_id, None)
+        seed = (seeds or {}).pop(task_id, None) or sig.kwargs.get("seed")
         result = self.engine.run(task_id, chained, seed)
         if seeds is not None:
             seeds.clear()

@@ -68,9 +68,14 @@ def chainable(definition: Definition, activity: str) -> bool:
 
 
 def compile_segment(
-    definition: Definition, activity: str, task_id: str, new_id: IdFactory
+    definition: Definition,
+    activity: str,
+    task_id: str,
+    new_id: IdFactory,
+    seed: Mapping[str, Any] | None = None,
 ) -> Signature:
-    """The canvas that runs `activity` (row `task_id`) and everything statically after it."""
+    """The canvas that runs `activity` (row `task_id`) and everything statically after it;
+    its first run carries `seed` (worker.hop) when given."""
     links: list[Signature] = []
     current, current_id = activity, task_id
     while True:
@@ -85,6 +90,8 @@ def compile_segment(
             continue
         links.append(_fork(definition, successors, ids, new_id))
         break
+    if seed is not None:
+        links[0].kwargs["seed"] = dict(seed)
     return links[0] if len(links) == 1 else chain(*links)
 
 

@@ -90,8 +90,14 @@ KEY_SWEEP_EVERY = dt.timedelta(seconds=60)
 class Dispatcher(Protocol):
     """Publishes work after commit; the Celery implementation lives in worker.tasks."""
 
-    def dispatch(self, definition: Definition, rows: list[tuple[str, str]]) -> None:
-        """Publish a new canvas segment for each pending (activity, task id)."""
+    def dispatch(
+        self,
+        definition: Definition,
+        rows: list[tuple[str, str]],
+        seeds: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Publish a new canvas segment for each pending (activity, task id), its first run
+        with the task's seed (worker.hop) when `seeds` has one."""
 
     def apply_commands(self, workflow_id: int) -> None:
         """Ask a worker to apply the workflow's recorded commands."""
@@ -778,13 +784,17 @@ class Engine:
             # Celery will not publish these: the chain stops here, so we do.
             names = {tid: name for name, tid in chained.items()}
             effects.publish.extend((definition, names[t], t) for t in pending_chained)
-        elif rows and self._seeding():
-            for row in rows:
-                if row["id"] in pending_chained:
-                    seed = Seed.of_row(row)
-                    if seed is not None:
-                        effects.seeds[row["id"]] = seed
+        for row in rows or ():
+            if row["id"] in pending_chained:
+                self._seed(row, effects)
         return continue_chain
+
+    def _seed(self, row: dict[str, Any], effects: _Effects) -> None:
+        """Keep the seed (worker.hop) of a new pending task for the message that runs it."""
+        if self._seeding():
+            seed = Seed.of_row(row)
+            if seed is not None:
+                effects.seeds[row["id"]] = seed
 
     def _park(
         self,
@@ -1094,6 +1104,7 @@ class Engine:
             rows.append(row)
         if state == T.PENDING and not chained_id:
             effects.publish.append((definition, activity_name, task_id))
+            self._seed(row, effects)
         return task_id, state
 
     def _arrive(
@@ -1321,8 +1332,9 @@ class Engine:
         # delays the work, it loses nothing. The tick publishes pending tasks and commands
         # again, so the caller (an API request, a worker's task) must not fail for it.
         for definition, rows in by_definition.values():
+            seeds = {tid: effects.seeds[tid] for _, tid in rows if tid in effects.seeds}
             try:
-                self.dispatcher.dispatch(definition, rows)
+                self.dispatcher.dispatch(definition, rows, seeds)
             except Exception as exc:
                 log.warning("could not publish %d task(s); the tick will: %s", len(rows), exc)
         for workflow_id in effects.commands:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery, Task
@@ -70,11 +71,17 @@ class CeleryDispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
 
-    def dispatch(self, definition: Definition, rows: list[tuple[str, str]]) -> None:
+    def dispatch(
+        self,
+        definition: Definition,
+        rows: list[tuple[str, str]],
+        seeds: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
         # Signatures resolve their app lazily through the current app: make it ours.
         self.app.set_current()
         for activity, task_id in rows:
-            segment = canvas.compile_segment(definition, activity, task_id, new_id)
+            seed = (seeds or {}).get(task_id)
+            segment = canvas.compile_segment(definition, activity, task_id, new_id, seed)
             segment.apply_async()
 
     def apply_commands(self, workflow_id: int) -> None:

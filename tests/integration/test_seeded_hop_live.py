@@ -60,11 +60,9 @@ def test_a_chain_on_a_real_worker_takes_seeded_hops(tmp_path: Path) -> None:
         assert len(tasks) == runs * (NOOPS + 2)
         assert {(t.state, t.attempt) for t in tasks} == {("done", 1)}
         assert events == 3 * len(tasks)  # created, claimed, done: once each
-        # Every noop got its seed (start1's completion seeds noop1, each noop the next);
+        # start1 got its seed from the start command, each noop from the link before it;
         # end1 gets one too, but a workflow that may finish takes the usual path.
-        seeded = wait_for(
-            lambda: (stack.home / "debug.log").read_text().count(": seeded hop"),
-            10,
-            "the worker's log",
-        )
-        assert seeded == runs * NOOPS
+        log = stack.home / "debug.log"
+        expected = runs * (1 + NOOPS)
+        wait_for(lambda: log.read_text().count(": seeded hop") >= expected, 10, "the log")
+        assert log.read_text().count(": seeded hop") == expected

@@ -118,6 +118,20 @@ def test_a_seeded_hop_is_one_statement_with_the_usual_rows(pg_harness: Harness) 
     assert history(h, a1) == [(None, "pending", None)]
 
 
+def test_a_started_workflow_publishes_its_first_task_with_its_seed(pg_harness: Harness) -> None:
+    h = pg_harness
+    h.start(chain("noop"), org=unique("org"))
+    segment = h.stub.queue[0]
+    first = segment.tasks[0] if hasattr(segment, "tasks") else segment
+    start_id = first.args[0]
+    assert first.kwargs["seed"]["activity"] == "start1"
+    with Sent(h) as sent:
+        h.stub.drain()
+    executed = [statement for statement in sent if statement.startswith("EXECUTE")]
+    assert executed[0].startswith("EXECUTE carillon_hop_1_3_0(")  # start1, from its seed
+    assert task(h, start_id).state == "done"
+
+
 def test_seeded_and_usual_runs_write_the_same_workflow(pg_harness: Harness) -> None:
     """The whole chain through the stub (which seeds as a worker does) then with seeding off:
     the same tasks, states, attempts, vars and events."""
