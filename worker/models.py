@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -109,13 +110,18 @@ class Task(Base):
 
     __tablename__ = "task"
     __table_args__ = (
-        Index("ix_task_workflow_state", "workflow_id", "state"),
         Index("ix_task_state_due", "state", "due_at"),
         # Monitoring: a workflow's tasks newest first, by state or activity; throughput.
         Index("ix_task_workflow_created", "workflow_id", "created_at", "id"),
         Index("ix_task_workflow_state_created", "workflow_id", "state", "created_at"),
         Index("ix_task_workflow_activity_created", "workflow_id", "activity", "created_at"),
-        Index("ix_task_finished", "finished_at"),
+        # Partial: only finished_at ranges use it, and new rows (every hop) need no entry.
+        Index(
+            "ix_task_finished",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+            sqlite_where=text("finished_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -65,7 +65,7 @@ def summary(s: Session, org_id: int) -> dict[str, Any]:
 
 def task_counts(s: Session, org_id: int | None) -> dict[str, int]:
     """Tasks by state, of one organization (None: all): an index-only scan of
-    ix_task_workflow_state grouped by workflow, joined to the organization's workflows."""
+    ix_task_workflow_state_created grouped by workflow, joined to the organization's workflows."""
     per_workflow = (
         select(Task.workflow_id, Task.state, func.count().label("n"))
         .group_by(Task.workflow_id, Task.state)
@@ -201,7 +201,7 @@ def latest_jobs(s: Session, workflow_ids: Sequence[int]) -> dict[int, Job]:
 
 
 def next_runs(s: Session, workflow_ids: Sequence[int]) -> dict[int, dt.datetime]:
-    """The earliest due time of each workflow's waiting timers (ix_task_workflow_state)."""
+    """The earliest due time of each workflow's waiting timers (ix_task_workflow_state_created)."""
     if not workflow_ids:
         return {}
     return {

@@ -316,3 +316,29 @@ def test_a_recent_connection_is_not_pinged_and_fails_as_an_outage(pg_database: s
         assert backend_pid(engine) != first
     finally:
         engine.dispose()
+
+
+def test_the_task_table_keeps_only_the_indexes_a_hop_must_write(pg_harness: Harness) -> None:
+    """Migration 0009: no index that another one's prefix covers, and the finished_at index
+    without the rows every hop inserts (unfinished)."""
+    with pg_harness.db.connect() as connection:
+        indexes = {
+            row.indexname: row.indexdef
+            for row in connection.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'task'")
+            )
+        }
+    assert "ix_task_workflow_state" not in indexes
+    assert indexes["ix_task_finished"].endswith("WHERE (finished_at IS NOT NULL)")
+    assert len(indexes) == 7
+    with pg_harness.db.connect() as connection:
+        connection.execute(text("SET enable_seqscan = off"))  # a small table: ask for the index
+        plan = "\n".join(
+            connection.scalars(
+                text(
+                    "EXPLAIN SELECT id FROM task WHERE finished_at >= now() - interval '1 hour'"
+                    " ORDER BY finished_at"
+                )
+            )
+        )
+    assert "ix_task_finished" in plan  # a range still finds the partial index

@@ -96,6 +96,24 @@ def test_the_documented_defaults_apply_when_nothing_is_set(home: Path) -> None:
     assert (config.api_host, config.api_port) == ("127.0.0.1", 8080)
     assert config.public_url == "http://127.0.0.1:8080"
     assert config.failpoint == ""
+    assert config.prepared_statements and config.seeded_hops
+
+
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [
+        ("CARILLON_PREPARED_STATEMENTS", "prepared_statements"),
+        ("CARILLON_SEEDED_HOPS", "seeded_hops"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("value", "on"), [("0", False), ("1", True), ("", True), ("no", True), ("x" * 10_000, True)]
+)
+def test_the_hot_path_switches_are_off_only_with_zero(
+    home: Path, variable: str, field: str, value: str, on: bool
+) -> None:
+    """As CARILLON_TECHNICAL_WORKFLOWS: "0" turns a switch off; anything else leaves it on."""
+    assert getattr(settings(home, **{variable: value}), field) is on
 
 
 def test_from_env_reads_the_process_environment_when_given_none(
