@@ -13,8 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+import weakref
 
-from sqlalchemy import URL, Connection, Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 from worker.db import utcnow
@@ -25,8 +26,11 @@ REFRESH_AFTER = 30.0
 SAMPLES = 3
 
 _lock = threading.Lock()
-#: database URL -> (offset of the database clock over ours, monotonic time measured)
-_offsets: dict[URL, tuple[dt.timedelta, float]] = {}
+#: database engine -> (offset of the database clock over ours, monotonic time measured);
+#: keyed by the engine object (hashing its URL renders it as a string, on every hop).
+_offsets: weakref.WeakKeyDictionary[Engine, tuple[dt.timedelta, float]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def now(session: Session | Connection | Engine) -> dt.datetime:
@@ -35,7 +39,7 @@ def now(session: Session | Connection | Engine) -> dt.datetime:
     bind = session.get_bind() if isinstance(session, Session) else session.engine
     if bind.dialect.name != "postgresql":
         return utcnow()
-    key = bind.engine.url  # hashable; rendering it as a string cost more than the rest
+    key = bind.engine
     known = _offsets.get(key)  # no lock: one dict read is atomic, and this is every hop
     if known is None or time.monotonic() - known[1] > REFRESH_AFTER:
         if isinstance(session, Engine):
