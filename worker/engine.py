@@ -22,7 +22,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, or_, select, upda
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import dbclock, definitions, hop, registry
+from worker import dbclock, definitions, finish, hop, registry
 from worker.activities.base import Activity, ActivityType, Context, Outcome, SignalRequest
 from worker.config import Settings
 from worker.db import utcnow
@@ -1193,18 +1193,7 @@ class Engine:
 
     def _maybe_finish(self, s: Session, workflow_id: int) -> None:
         """Finish a started workflow that has no task left running, pending or waiting."""
-        workflow = self._workflow(s, workflow_id, lock=True)
-        if workflow.state != W.STARTED:
-            return
-        active = s.execute(
-            select(Task.id)
-            .where(Task.workflow_id == workflow_id, Task.state.in_(list(ACTIVE_TASK_STATES)))
-            .limit(1)
-        ).first()
-        if active is None and set_workflow_state(
-            s, workflow, W.FINISHED, from_states=[W.STARTED], ended_at=utcnow()
-        ):
-            self._log(s, workflow_id, None, None, None, "info", "workflow finished")
+        finish.maybe_finish(s, workflow_id, utcnow())
 
     def _terminate(self, s: Session, workflow_id: int, task_id: str, activity: str) -> None:
         """An end activity that stops everything else: abort the rest, finish the workflow."""
