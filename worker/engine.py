@@ -57,11 +57,8 @@ from worker.transitions import (
     TASK,
     claim_locked,
     claim_task,
-    claimed_event,
     complete_and_create,
     complete_task,
-    created_event,
-    done_event,
     record_new_task,
     record_new_tasks,
     set_task_state,
@@ -349,13 +346,8 @@ class Engine:
             return None
         outcome, rows, effects = plan.outcome, plan.rows, plan.effects
         now = max(dbclock.now(bind), started)
-        events = [
-            claimed_event(task_id, seed.workflow_id, 1, started),
-            done_event(task_id, seed.workflow_id, 1, now),
-            *(created_event(row) for row in rows),
-        ]
         lines = [{**line, "created_at": now} for line in plan.logs]
-        if len(rows) > hop.MAX_ROWS or len(events) > hop.MAX_EVENTS or len(lines) > hop.MAX_LOGS:
+        if len(rows) > hop.MAX_ROWS or len(lines) > hop.MAX_LOGS:
             return None
         try:
             with self._autocommit() as connection:
@@ -370,7 +362,6 @@ class Engine:
                     vars=plan.vars,
                     counts=plan.counts,
                     rows=[with_defaults(row) for row in rows],
-                    events=events,
                     logs=lines,
                     prepared=self.settings.prepared_statements,
                 )

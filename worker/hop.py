@@ -26,6 +26,8 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Integer,
+    String,
     Text,
     and_,
     bindparam,
@@ -33,8 +35,10 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal,
+    literal_column,
+    null,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.sql.selectable import CTE
@@ -49,8 +53,8 @@ LOG_KEYS = ("workflow_id", "job_id", "task_id", "activity", "level", "message", 
 #: A seed larger than this (serialised) is not sent: the successor claims as usual. Vars
 #: travel in the message then, and a broker message is no place for a large document.
 MAX_SEED_BYTES = 16_384
-#: Most successor rows, events and log lines one hop statement writes.
-MAX_ROWS, MAX_EVENTS, MAX_LOGS = 16, 40, 8
+#: Most successor rows and log lines one hop statement writes.
+MAX_ROWS, MAX_LOGS = 16, 8
 
 
 class _NoSession:
@@ -166,17 +170,17 @@ def claim_complete_and_create(
     vars: dict[str, Any],
     counts: dict[str, Any],
     rows: list[dict[str, Any]],
-    events: list[dict[str, Any]],
     logs: list[dict[str, Any]],
     prepared: bool = True,
 ) -> bool:
-    """pending -> done with `rows`, `events` and `logs`, in one statement on an autocommit
-    `connection`, if the row still matches `fence`; False (nothing written) otherwise.
+    """pending -> done with `rows` and `logs`, in one statement on an autocommit `connection`,
+    if the row still matches `fence`; False (nothing written) otherwise. The state events
+    are the usual path's: claimed at `started`, done at `now`, each new row created.
 
     `rows` must be complete task rows (every TASK_KEYS column). A successor id that already
     exists fails the whole statement (nothing written): it cannot, while the task is pending.
     """
-    if len(rows) > MAX_ROWS or len(events) > MAX_EVENTS or len(logs) > MAX_LOGS:
+    if len(rows) > MAX_ROWS or len(logs) > MAX_LOGS:
         raise ValueError("too many rows for one hop statement")
     params: dict[str, Any] = {
         **fence,
@@ -190,24 +194,28 @@ def claim_complete_and_create(
     }
     for index, row in enumerate(rows):
         params.update({f"t{index}_{key}": row[key] for key in TASK_KEYS})
-    for index, event in enumerate(events):
-        params.update({f"e{index}_{key}": event.get(key) for key in EVENT_KEYS})
     for index, line in enumerate(logs):
         params.update({f"l{index}_{key}": line.get(key) for key in LOG_KEYS})
-    statement = _hop(len(rows), len(events), len(logs))
+    statement = _hop(len(rows), len(logs))
     done, created = statement.execute(connection, params, enabled=prepared).one()
     if done and created != len(rows):
         raise RuntimeError(f"task {task_id}: {len(rows) - created} successor row(s) not written")
     return bool(done)
 
 
+def _sql(text: str, type_: Any = None) -> Any:
+    """A constant written into the statement, not a parameter: every parameter is a literal
+    that each EXECUTE sends and PostgreSQL parses again."""
+    return literal_column(text, type_)
+
+
 @lru_cache(maxsize=64)
-def _hop(n_rows: int, n_events: int, n_logs: int) -> PreparedStatement:
+def _hop(n_rows: int, n_logs: int) -> PreparedStatement:
     """The hop statement for one shape, built and prepared once."""
     claimable = and_(
         TASK.c.id == bindparam("h_task_id"),
-        TASK.c.state == TaskState.PENDING.value,
-        TASK.c.attempt == 0,
+        TASK.c.state == _sql(f"'{TaskState.PENDING.value}'"),
+        TASK.c.attempt == _sql("0"),
         TASK.c.workflow_id == bindparam("h_workflow_id"),
         TASK.c.version == bindparam("h_version"),
         TASK.c.job_id == bindparam("h_job_id"),
@@ -216,19 +224,20 @@ def _hop(n_rows: int, n_events: int, n_logs: int) -> PreparedStatement:
         cast(TASK.c.counts, Text) == bindparam("h_counts", type_=Text),
         cast(TASK.c.inputs, Text) == bindparam("h_inputs", type_=Text),
         exists().where(
-            WORKFLOW.c.id == TASK.c.workflow_id, WORKFLOW.c.state == WorkflowState.STARTED.value
+            WORKFLOW.c.id == TASK.c.workflow_id,
+            WORKFLOW.c.state == _sql(f"'{WorkflowState.STARTED.value}'"),
         ),
     )
     done = (
         update(TASK)
         .where(claimable)
         .values(
-            state=TaskState.DONE.value,
-            attempt=1,
+            state=_sql(f"'{TaskState.DONE.value}'"),
+            attempt=_sql("1"),
             started_at=bindparam("h_started"),
             heartbeat_at=bindparam("h_started"),
             worker=bindparam("h_worker"),
-            reason=None,
+            reason=null(),
             updated_at=bindparam("h_now"),
             finished_at=bindparam("h_now"),
             outlets=bindparam("h_outlets", type_=TASK.c.outlets.type),
@@ -236,32 +245,62 @@ def _hop(n_rows: int, n_events: int, n_logs: int) -> PreparedStatement:
             counts=bindparam("h_out_counts", type_=TASK.c.counts.type),
         )
         # As the claim does (worker.transitions._CLAIM_RELAXED): no wait for the WAL flush.
-        .returning(TASK.c.id, func.set_config("synchronous_commit", "off", True))
+        .returning(
+            TASK.c.id,
+            TASK.c.workflow_id,
+            func.set_config(_sql("'synchronous_commit'"), _sql("'off'"), _sql("true")),
+        )
         .cte("done")
     )
     created = [
-        _insert_if_done(TASK, TASK_KEYS, f"t{i}", done, returning=True).cte(f"created{i}")
+        _insert_if_done(TASK, TASK_KEYS, f"t{i}", done)
+        .returning(TASK.c.id, TASK.c.workflow_id, TASK.c.state, TASK.c.created_at)
+        .cte(f"created{i}")
         for i in range(n_rows)
     ]
-    others = [
-        _insert_if_done(EVENT, EVENT_KEYS, f"e{i}", done).cte(f"logged{i}") for i in range(n_events)
-    ] + [_insert_if_done(LOG, LOG_KEYS, f"l{i}", done).cte(f"line{i}") for i in range(n_logs)]
+    lines = [_insert_if_done(LOG, LOG_KEYS, f"l{i}", done).cte(f"line{i}") for i in range(n_logs)]
     counted = select(
         select(func.count()).select_from(done).scalar_subquery(),
         sum(
             (select(func.count()).select_from(cte).scalar_subquery() for cte in created),
-            literal(0),
+            _sql("0", Integer),
         ),
-    ).add_cte(*created, *others)
-    return PreparedStatement(f"carillon_hop_{n_rows}_{n_events}_{n_logs}", counted)
+    ).add_cte(*created, _events(done, created), *lines)
+    return PreparedStatement(f"carillon_hop_{n_rows}_{n_logs}", counted)
 
 
-def _insert_if_done(
-    table: Any, keys: tuple[str, ...], prefix: str, done: CTE, *, returning: bool = False
-) -> Any:
+def _events(done: CTE, created: list[CTE]) -> CTE:
+    """The state events, from what the statement wrote: the claim and the completion of the
+    task (attempt 1), then each successor's creation, as the usual path records them."""
+    text, number = String(16), Integer()
+
+    def event(source: CTE, from_state: Any, to_state: Any, attempt: Any, at: Any) -> Any:
+        return select(
+            source.c.workflow_id,
+            _sql("'task'", String(8)),
+            source.c.id,
+            from_state,
+            to_state,
+            attempt,
+            at,
+        )
+
+    started = bindparam("h_started", type_=TASK.c.started_at.type)
+    now = bindparam("h_now", type_=TASK.c.finished_at.type)
+    parts = [
+        event(done, _sql("'pending'", text), _sql("'running'", text), _sql("1", number), started),
+        event(done, _sql("'running'", text), _sql("'done'", text), _sql("1", number), now),
+        *(
+            event(row, cast(null(), text), row.c.state, cast(null(), number), row.c.created_at)
+            for row in created
+        ),
+    ]
+    return insert(EVENT).from_select(list(EVENT_KEYS), union_all(*parts)).cte("logged")
+
+
+def _insert_if_done(table: Any, keys: tuple[str, ...], prefix: str, done: CTE) -> Any:
     """INSERT of one row of bound values, selected from `done`: no row unless it updated."""
     values = select(
         *(bindparam(f"{prefix}_{key}", type_=table.c[key].type) for key in keys)
     ).select_from(done)
-    statement = insert(table).from_select(list(keys), values)
-    return statement.returning(table.c.id) if returning else statement
+    return insert(table).from_select(list(keys), values)

@@ -102,7 +102,7 @@ def test_a_seeded_hop_is_one_statement_with_the_usual_rows(pg_harness: Harness) 
     a1 = new_id()
     with Sent(h) as sent:
         result = h.engine.run(a0, {"a1": a1}, seed)
-    assert [s.split("(", 1)[0] for s in sent] == ["EXECUTE carillon_hop_1_3_0"]
+    assert [s.split("(", 1)[0] for s in sent] == ["EXECUTE carillon_hop_1_0"]
     assert result.status == "done" and result.continue_chain and set(result.seeds) == {a1}
     done = task(h, a0)
     assert (done.state, done.attempt, done.worker, done.reason) == ("done", 1, "test", None)
@@ -128,7 +128,7 @@ def test_a_started_workflow_publishes_its_first_task_with_its_seed(pg_harness: H
     with Sent(h) as sent:
         h.stub.drain()
     executed = [statement for statement in sent if statement.startswith("EXECUTE")]
-    assert executed[0].startswith("EXECUTE carillon_hop_1_3_0(")  # start1, from its seed
+    assert executed[0].startswith("EXECUTE carillon_hop_1_0(")  # start1, from its seed
     assert task(h, start_id).state == "done"
 
 
