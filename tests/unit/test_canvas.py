@@ -185,9 +185,29 @@ def _link_dict(task_id: str) -> dict[str, Any]:
 
 def test_seed_next_seeds_the_next_run_of_the_task_it_names() -> None:
     remaining = [_link_dict("later"), _link_dict("next")]
-    canvas.seed_next(remaining, {"next": {"vars": {}}, "other": {"vars": {"x": 1}}})
-    assert remaining[-1]["kwargs"] == {"seed": {"vars": {}}}
+    seed = {"activity": "b", "workflow_id": 7, "vars": {"password": "hunter2"}}
+    canvas.seed_next(remaining, {"next": seed, "other": {"vars": {"x": 1}}})
+    assert remaining[-1]["kwargs"] == {"seed": seed}
     assert remaining[0]["kwargs"] == {}  # only the link Celery publishes next
+    # What Flower and logs show: the row, never its vars.
+    shown = remaining[-1]["options"]["kwargsrepr"]
+    assert "b of workflow 7" in shown and "hunter2" not in shown
+    assert remaining[0]["options"]["kwargsrepr"] == "{}"
+
+
+def test_a_link_says_what_its_arguments_are_without_celery_computing_it() -> None:
+    sig = canvas.link(definitions.parse(SEQUENCE_FOR_SEEDS), "b", "t1", {"end1": "t2"})
+    assert sig.options["argsrepr"] == repr(("t1", {"end1": "t2"}))
+    seeded = canvas.compile_segment(
+        definitions.parse(SEQUENCE_FOR_SEEDS),
+        "b",
+        "t1",
+        _ids(),
+        {"activity": "b", "workflow_id": 3, "vars": {"secret": "x" * 100}},
+    )
+    first = seeded.tasks[0] if isinstance(seeded, chain) else seeded
+    assert first.kwargs["seed"]["vars"] == {"secret": "x" * 100}
+    assert "secret" not in first.options["kwargsrepr"]
 
 
 @pytest.mark.parametrize(
