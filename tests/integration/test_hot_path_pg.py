@@ -9,10 +9,11 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, insert, select, text
+from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import Harness
+from tests.integration.statements import Statements
 from worker.db import make_engine, utcnow
 from worker.models import StateEvent, Task, Workflow, new_id
 from worker.outage import is_outage
@@ -43,24 +44,6 @@ def chain_and_fork(name: str, branches: int) -> dict[str, Any]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-class Statements:
-    """Counts the statements a block sends (pings and commits are not statements)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.sent: list[str] = []
-
-    def __enter__(self) -> Statements:
-        event.listen(self.engine, "before_cursor_execute", self._seen)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        self.sent.append(statement)
 
 
 @pytest.mark.parametrize("branches", [3, FOLD_MAX_ROWS + 2])

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import Harness
-from tests.integration.test_hot_path_pg import Statements
+from tests.integration.statements import Statements
 from worker.models import LogLine, StateEvent, Task, Trigger, Workflow
 from worker.states import TaskState
 

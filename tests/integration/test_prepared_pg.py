@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import (
@@ -17,7 +16,6 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
-    event,
     func,
     insert,
     select,
@@ -25,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
+from tests.integration.statements import Statements
 from worker.db import UTCDateTime, make_engine
 from worker.outage import is_outage
 from worker.prepared import PreparedStatement, forget
@@ -63,24 +62,6 @@ def pg(pg_database: str) -> Iterator[Engine]:
         engine.dispose()
 
 
-class Sent:
-    """The statements sent on `engine` while in the block."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.statements: list[str] = []
-
-    def __enter__(self) -> list[str]:
-        event.listen(self.engine, "before_cursor_execute", self._seen)
-        return self.statements
-
-    def __exit__(self, *_: object) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        self.statements.append(statement)
-
-
 def prepared_names(engine: Engine) -> list[str]:
     with engine.connect() as connection:  # pool_size=1: the connection the statements used
         return list(connection.scalars(text("SELECT name FROM pg_prepared_statements")))
@@ -105,7 +86,7 @@ def test_rows_are_those_of_the_plain_statement(pg: Engine) -> None:
 
 def test_prepared_once_per_connection_even_across_a_rollback(pg: Engine) -> None:
     statement = PreparedStatement("test_select_once", SELECT_ONE)
-    with Sent(pg) as sent:
+    with Statements(pg) as seen:
         connection = pg.connect()
         with connection.begin() as transaction:
             assert statement.execute(connection, {"item_id": 7}).first() is None
@@ -115,7 +96,7 @@ def test_prepared_once_per_connection_even_across_a_rollback(pg: Engine) -> None
         connection.close()
         with pg.connect() as again:  # the same pooled connection, checked out again
             assert statement.execute(again, {"item_id": 7}).first() is None
-    assert [s.split(" ", 1)[0] for s in sent] == ["PREPARE", "EXECUTE", "EXECUTE", "EXECUTE"]
+    assert [s.split(" ", 1)[0] for s in seen.sent] == ["PREPARE", "EXECUTE", "EXECUTE", "EXECUTE"]
 
 
 def test_a_statement_without_parameters(pg: Engine) -> None:
@@ -129,9 +110,9 @@ def test_a_new_connection_prepares_again(pg: Engine) -> None:
     with pg.connect() as connection:
         statement.execute(connection, {"item_id": 1})
         connection.invalidate()  # as after a PostgreSQL restart: the pool opens another
-    with Sent(pg) as sent, pg.connect() as connection:
+    with Statements(pg) as seen, pg.connect() as connection:
         statement.execute(connection, {"item_id": 1})
-    assert [s.split(" ", 1)[0] for s in sent] == ["PREPARE", "EXECUTE"]
+    assert [s.split(" ", 1)[0] for s in seen.sent] == ["PREPARE", "EXECUTE"]
 
 
 def test_deallocated_behind_its_back_fails_once_then_prepares_again(pg: Engine) -> None:
@@ -179,12 +160,12 @@ def test_hostile_and_huge_values_round_trip_verbatim(pg: Engine, label: str) -> 
 def test_a_missing_value_is_refused_before_anything_is_sent(pg: Engine) -> None:
     statement = PreparedStatement("test_select_missing", SELECT_ONE)
     with (
-        Sent(pg) as sent,
+        Statements(pg) as seen,
         pg.connect() as connection,
         pytest.raises(ValueError, match="test_select_missing: no value for item_id"),
     ):
         statement.execute(connection, {"other": 1})
-    assert sent == []
+    assert seen.sent == []
 
 
 def test_an_expanding_in_cannot_be_prepared(pg: Engine) -> None:
@@ -201,17 +182,17 @@ def test_names_that_are_not_plain_identifiers_are_refused(name: str) -> None:
 
 def test_disabled_or_on_sqlite_it_is_the_plain_statement(pg: Engine, tmp_path: Path) -> None:
     statement = PreparedStatement("test_select_plain", SELECT_ONE)
-    with Sent(pg) as sent, pg.connect() as connection:
+    with Statements(pg) as seen, pg.connect() as connection:
         assert statement.execute(connection, {"item_id": 3}, enabled=False).first() is None
-    assert len(sent) == 1 and sent[0].startswith("SELECT")
+    assert len(seen.sent) == 1 and seen.sent[0].startswith("SELECT")
     lite = make_engine(f"sqlite:///{tmp_path / 'plain.sqlite'}")
     METADATA.create_all(lite)
     at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    with Sent(lite) as sent, lite.begin() as connection:
+    with Statements(lite) as seen, lite.begin() as connection:
         PreparedStatement("test_insert_lite", INSERT_ONE).execute(
             connection, {"id": 3, "label": "lite", "body": [1], "at": at}
         )
         row = statement.execute(connection, {"item_id": 3}).first()
     assert row is not None and tuple(row) == (3, "lite", [1], at)
-    assert not any(s.startswith(("PREPARE", "EXECUTE")) for s in sent)
+    assert not any(s.startswith(("PREPARE", "EXECUTE")) for s in seen.sent)
     lite.dispose()

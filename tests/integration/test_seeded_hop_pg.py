@@ -1,5 +1,5 @@
 """Seeded hops (worker/hop.py) on real PostgreSQL: a pure quick activity run from the seed its
-predecessor sent and written in one statement, the same rows as the usual claim, and every
+predecessor seen.sent and written in one statement, the same rows as the usual claim, and every
 seed that does not match its row (or is not a seed at all) changing nothing by itself."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from tests.conftest import Harness
+from tests.integration.statements import Statements
 from worker import registry
 from worker.activities.base import ActivityType, Context, Outcome
 from worker.errors import ActivityError
@@ -41,24 +42,6 @@ def chain(*kinds: str | dict[str, Any]) -> dict[str, Any]:
         activities.append(activity)
     activities.append({"name": "end1", "type": "end"})
     return {"id": unique("seed"), "activities": activities}
-
-
-class Sent:
-    """The statements `harness` sends while in the block."""
-
-    def __init__(self, harness: Harness) -> None:
-        self.engine = harness.db
-        self.statements: list[str] = []
-
-    def __enter__(self) -> list[str]:
-        event.listen(self.engine, "before_cursor_execute", self._seen)
-        return self.statements
-
-    def __exit__(self, *_: object) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        self.statements.append(statement)
 
 
 def first_hop(h: Harness, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -100,9 +83,9 @@ def test_a_seeded_hop_is_one_statement_with_the_usual_rows(pg_harness: Harness) 
     a0, seed = first_hop(h, chain("noop", "noop"))
     assert seed["activity"] == "a0" and seed["vars"] == {} and seed["inputs"] is None
     a1 = new_id()
-    with Sent(h) as sent:
+    with Statements(h.db) as seen:
         result = h.engine.run(a0, {"a1": a1}, seed)
-    assert [s.split("(", 1)[0] for s in sent] == ["EXECUTE carillon_hop_1_0"]
+    assert [s.split("(", 1)[0] for s in seen.sent] == ["EXECUTE carillon_hop_1_0"]
     assert result.status == "done" and result.continue_chain and set(result.seeds) == {a1}
     done = task(h, a0)
     assert (done.state, done.attempt, done.worker, done.reason) == ("done", 1, "test", None)
@@ -125,9 +108,9 @@ def test_a_started_workflow_publishes_its_first_task_with_its_seed(pg_harness: H
     first = segment.tasks[0] if hasattr(segment, "tasks") else segment
     start_id = first.args[0]
     assert first.kwargs["seed"]["activity"] == "start1"
-    with Sent(h) as sent:
+    with Statements(h.db) as seen:
         h.stub.drain()
-    executed = [statement for statement in sent if statement.startswith("EXECUTE")]
+    executed = [statement for statement in seen.sent if statement.startswith("EXECUTE")]
     assert executed[0].startswith("EXECUTE carillon_hop_1_0(")  # start1, from its seed
     assert task(h, start_id).state == "done"
 
@@ -333,11 +316,11 @@ def test_activities_that_read_the_database_take_the_usual_claim(
     h = pg_harness
     a0, seed = first_hop(h, chain(kind, "noop"))
     a1 = new_id()
-    with Sent(h) as sent:
+    with Statements(h.db) as seen:
         result = h.engine.run(a0, {"a1": a1}, seed)
     assert result.status == "done" and result.continue_chain
     # Neither is run from its seed: one is not pure, the other fails before any statement.
-    assert not any(s.startswith("EXECUTE carillon_hop") for s in sent)
+    assert not any(s.startswith("EXECUTE carillon_hop") for s in seen.sent)
     assert task(h, a0).vars == {"read": 1} and task(h, a1).vars == {"read": 1}
 
 
