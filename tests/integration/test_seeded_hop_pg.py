@@ -115,26 +115,43 @@ def test_a_started_workflow_publishes_its_first_task_with_its_seed(pg_harness: H
     assert task(h, start_id).state == "done"
 
 
-def test_seeded_and_usual_runs_write_the_same_workflow(pg_harness: Harness) -> None:
+DECIDE = {
+    "type": "test",
+    "conditions": [{"name": "yes", "when": {"field": "vars.x", "op": "isEmpty"}}],
+    "outlets": ["yes", "default"],
+}
+
+
+@pytest.mark.parametrize(
+    ("kinds", "expected"),
+    [
+        (("noop", DECIDE, "noop"), ("a1", "logs", "condition 'yes' is true")),
+        (("emit", "collect", "noop"), ("a1", "vars", {"seen_a1": ["a0"]})),
+    ],
+    ids=["test-activity-logs", "carried-inputs"],
+)
+def test_seeded_and_usual_runs_write_the_same_workflow(
+    pg_harness: Harness, kinds: tuple[Any, ...], expected: tuple[str, str, Any]
+) -> None:
     """The whole chain through the stub (which seeds as a worker does) then with seeding off:
-    the same tasks, states, attempts, vars and events."""
+    the same tasks, states, attempts, vars, inputs, events and log lines."""
     h = pg_harness
-    decide = {
-        "type": "test",
-        "conditions": [{"name": "yes", "when": {"field": "vars.x", "op": "isEmpty"}}],
-        "outlets": ["yes", "default"],
-    }
-    body = chain("noop", decide, "noop")
+    body = chain(*kinds)
     shapes = []
     for seeded in (True, False):
         h.engine.settings = dataclasses.replace(h.settings, seeded_hops=seeded)
         h.engine._seeds_on = None
         name = h.start({**body, "id": unique("same")}, org=unique("org"))
-        h.stub.drain()
+        with Statements(h.db) as seen:
+            h.stub.drain()
+        hops = sum(s.startswith("EXECUTE carillon_hop") for s in seen.sent)
+        assert (hops > 0) is seeded
         with h.sessions() as s:
             workflow = s.scalars(select(Workflow).where(Workflow.name == name)).one()
             rows = s.execute(
-                select(Task.activity, Task.state, Task.attempt, Task.vars, Task.outlets)
+                select(
+                    Task.activity, Task.state, Task.attempt, Task.vars, Task.inputs, Task.outlets
+                )
                 .where(Task.workflow_id == workflow.id)
                 .order_by(Task.activity)
             ).all()
@@ -151,8 +168,13 @@ def test_seeded_and_usual_runs_write_the_same_workflow(pg_harness: Harness) -> N
             )
         shapes.append((workflow.state, [tuple(r) for r in rows], events, lines))
     assert shapes[0] == shapes[1]
-    assert shapes[0][0] == "finished"
-    assert any("condition 'yes' is true" in line for line in shapes[0][3])
+    state, rows, _, lines = shapes[0]
+    assert state == "finished"
+    activity, what, value = expected
+    if what == "logs":
+        assert any(value in line for line in lines)
+    else:
+        assert next(row[3] for row in rows if row[0] == activity) == value
 
 
 @pytest.mark.parametrize(
