@@ -168,6 +168,38 @@ class _SeededPlan:
     created: dict[str, str]
 
 
+def _outflow(ctx: Context, outcome: Outcome) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The vars and counts a completed task passes on: its own, updated by its outcome's."""
+    out_vars = {**ctx.vars, **outcome.vars} if outcome.vars else ctx.vars
+    out_counts = {**ctx.counts, **outcome.counts} if outcome.counts else ctx.counts
+    return out_vars, out_counts
+
+
+def _log_rows(
+    workflow_id: int,
+    job_id: str,
+    task_id: str,
+    activity: str,
+    logs: list[tuple[str, str]],
+    at: dt.datetime | None,
+) -> list[dict[str, Any]]:
+    """A run's log lines as log_line rows (`created_at` left out when `at` is None)."""
+    rows = []
+    for level, message in logs:
+        row: dict[str, Any] = {
+            "workflow_id": workflow_id,
+            "job_id": job_id,
+            "task_id": task_id,
+            "activity": activity,
+            "level": level,
+            "message": message[:4000],
+        }
+        if at is not None:
+            row["created_at"] = at
+        rows.append(row)
+    return rows
+
+
 def _wake_reason(fired: int, due_at: dt.datetime | None) -> str | None:
     """Why a parked task runs again: wake() clears due_at, the tick leaves it set."""
     if not fired:
@@ -327,13 +359,15 @@ class Engine:
         None, with nothing written, whenever the usual claim must decide instead: another type
         of activity, an outcome that is more than "done, go on", or a row that is no longer
         what the seed says (already run, held, aborted, its workflow paused...)."""
-        fence = seed.fence()
         try:
             definition = self.definition(seed.workflow_id, seed.version)
             kind = definition.type_of(seed.activity)
         except (NoResultFound, KeyError, DefinitionError):
             return None
-        if fence is None or not (kind.pure and kind.quick) or kind.data:
+        if not (kind.pure and kind.quick) or kind.data:
+            return None
+        fence = seed.fence()  # serialises the seed's values: only for a run that may use it
+        if fence is None:
             return None
         bind = self.session.kw["bind"]
         started = dbclock.now(bind)
@@ -346,7 +380,7 @@ class Engine:
             return None
         outcome, rows, effects = plan.outcome, plan.rows, plan.effects
         now = max(dbclock.now(bind), started)
-        lines = [{**line, "created_at": now} for line in plan.logs]
+        lines = [{**line, "created_at": now} for line in plan.logs]  # stamped at the write
         if len(rows) > hop.MAX_ROWS or len(lines) > hop.MAX_LOGS:
             return None
         try:
@@ -389,21 +423,21 @@ class Engine:
     ) -> _SeededPlan | None:
         """Run the activity on its seed and lay out what its completion writes; None when the
         usual path must (a park, an end, a join, a workflow that may finish)."""
-        activity = definition.activity(seed.activity)
-        ctx = Context(
-            task_id=task_id,
-            workflow_id=seed.workflow_id,
-            job_id=seed.job_id,
-            activity=activity,
-            vars=dict(seed.vars),
-            counts=dict(seed.counts),
-            attempt=1,
-            now=started,
-            session=cast(Session, NO_SESSION),
-            org_id=self._org_of(None, seed.workflow_id),
-            inputs=dict(seed.inputs or {}),
-            settings=self.settings,
+        claimed = _Claimed(
+            task_id,
+            seed.workflow_id,
+            seed.job_id,
+            seed.activity,
+            seed.version,
+            seed.vars,
+            seed.counts,
+            1,
+            seed.inputs or {},
         )
+        activity = definition.activity(seed.activity)
+        no_session = cast(Session, NO_SESSION)
+        org_id = self._org_of(None, seed.workflow_id)
+        ctx = self._context(claimed, definition, started, no_session, org_id)
         outcome = definition.type_of(seed.activity).run(ctx)
         if outcome.park is not None or outcome.terminate:
             return None
@@ -412,38 +446,23 @@ class Engine:
             return None  # ends, pauses and joins read or change more than this task
         effects = _Effects()
         rows: list[dict[str, Any]] = []
-        out_vars = {**ctx.vars, **outcome.vars} if outcome.vars else ctx.vars
-        out_counts = {**ctx.counts, **outcome.counts} if outcome.counts else ctx.counts
-        created = self._activate(
-            cast(Session, NO_SESSION),
+        out_vars, out_counts = _outflow(ctx, outcome)
+        created = self._successors(
+            no_session,
             definition,
-            seed.workflow_id,
-            seed.job_id,
-            seed.version,
-            task_id,
-            activity.name,
+            claimed,
+            activity,
             targets,
+            outcome,
             out_vars,
             out_counts,
             chained,
             effects,
-            inputs=self._inputs_for(activity, outcome, seed.inputs or {}),
-            passed=seed.inputs or {},
-            rows=rows,
+            rows,
         )
         if not rows or not any(state in ACTIVE_TASK_STATES for state in created.values()):
             return None  # the workflow may finish: the usual path looks
-        logs = [
-            {
-                "workflow_id": seed.workflow_id,
-                "job_id": seed.job_id,
-                "task_id": task_id,
-                "activity": activity.name,
-                "level": level,
-                "message": message[:4000],
-            }
-            for level, message in ctx.logs
-        ]
+        logs = _log_rows(seed.workflow_id, seed.job_id, task_id, activity.name, ctx.logs, None)
         return _SeededPlan(outcome, out_vars, out_counts, rows, logs, effects, created)
 
     @contextmanager
@@ -481,7 +500,12 @@ class Engine:
             )
 
     def _context(
-        self, claimed: _Claimed, definition: Definition, now: dt.datetime, s: Session
+        self,
+        claimed: _Claimed,
+        definition: Definition,
+        now: dt.datetime,
+        s: Session,
+        org_id: int | None = None,
     ) -> Context:
         return Context(
             task_id=claimed.task_id,
@@ -493,7 +517,7 @@ class Engine:
             attempt=claimed.attempt,
             now=now,
             session=s,
-            org_id=self._org_of(s, claimed.workflow_id),
+            org_id=self._org_of(s, claimed.workflow_id) if org_id is None else org_id,
             inputs=dict(claimed.inputs),
             settings=self.settings,
             progress_sink=functools.partial(self.heartbeat.set_progress, claimed.task_id),
@@ -666,8 +690,7 @@ class Engine:
         effects: _Effects,
     ) -> bool:
         """Record the outcome and create the successors, fenced by the attempt; True to chain on."""
-        out_vars = {**ctx.vars, **outcome.vars} if outcome.vars else ctx.vars
-        out_counts = {**ctx.counts, **outcome.counts} if outcome.counts else ctx.counts
+        out_vars, out_counts = _outflow(ctx, outcome)
         if outcome.park is not None:
             self._take_claim(s, claimed)
             self._park(s, claimed, outcome, out_vars, out_counts, ctx, effects)
@@ -714,22 +737,18 @@ class Engine:
             self._pause(s, self._workflow(s, claimed.workflow_id))
             return False
         rows: list[dict[str, Any]] | None = [] if folded else None
-        created = self._activate(
+        created = self._successors(
             s,
             definition,
-            claimed.workflow_id,
-            claimed.job_id,
-            claimed.version,
-            claimed.task_id,
-            activity.name,
+            claimed,
+            activity,
             targets,
+            outcome,
             out_vars,
             out_counts,
             chained,
             effects,
-            inputs=self._inputs_for(activity, outcome, claimed.inputs),
-            passed=claimed.inputs,
-            rows=rows,
+            rows,
         )
         claiming: tuple[dt.datetime, str] | None = None
         if rows is not None and claimed.locked:
@@ -756,6 +775,39 @@ class Engine:
         if not any(state in ACTIVE_TASK_STATES for state in created.values()):
             self._maybe_finish(s, claimed.workflow_id)
         return continue_chain
+
+    def _successors(
+        self,
+        s: Session,
+        definition: Definition,
+        claimed: _Claimed,
+        activity: Activity,
+        targets: list[str],
+        outcome: Outcome,
+        out_vars: dict[str, Any],
+        out_counts: dict[str, Any],
+        chained: dict[str, str],
+        effects: _Effects,
+        rows: list[dict[str, Any]] | None,
+    ) -> dict[str, str]:
+        """The successors of a completed task (`_activate` with what the claim read)."""
+        return self._activate(
+            s,
+            definition,
+            claimed.workflow_id,
+            claimed.job_id,
+            claimed.version,
+            claimed.task_id,
+            activity.name,
+            targets,
+            out_vars,
+            out_counts,
+            chained,
+            effects,
+            inputs=self._inputs_for(activity, outcome, claimed.inputs),
+            passed=claimed.inputs,
+            rows=rows,
+        )
 
     def _chain_on(
         self,
@@ -1283,21 +1335,8 @@ class Engine:
         logs: list[tuple[str, str]],
     ) -> None:
         if logs:
-            now = utcnow()
             s.execute(
-                insert(LogLine),
-                [
-                    {
-                        "workflow_id": workflow_id,
-                        "job_id": job_id,
-                        "task_id": task_id,
-                        "activity": activity,
-                        "level": level,
-                        "message": message[:4000],
-                        "created_at": now,
-                    }
-                    for level, message in logs
-                ],
+                insert(LogLine), _log_rows(workflow_id, job_id, task_id, activity, logs, utcnow())
             )
 
     def _after_commit(self, effects: _Effects) -> None:

@@ -10,19 +10,17 @@ statement. Core statements built once: this runs at the end of every job.
 from __future__ import annotations
 
 import datetime as dt
-import typing
 from typing import Any
 
-from sqlalchemy import String, Table, bindparam, cast, func, insert, literal, null, select, update
+from sqlalchemy import String, bindparam, cast, func, insert, literal, null, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
-from worker.models import LogLine, Workflow
+from worker.models import Workflow
 from worker.states import ACTIVE_TASK_STATES, WorkflowState
-from worker.transitions import EVENT, TASK, WORKFLOW
+from worker.transitions import EVENT, EVENT_KEYS, LOG, LOG_KEYS, TASK, WORKFLOW
 
-LOG = typing.cast(Table, LogLine.__table__)
 MESSAGE = "workflow finished"
 STARTED, FINISHED = WorkflowState.STARTED.value, WorkflowState.FINISHED.value
 
@@ -47,8 +45,6 @@ _FINISH = (
     .values(state=FINISHED, updated_at=bindparam("now"), ended_at=bindparam("now"))
     .returning(WORKFLOW.c.id)
 )
-_EVENT_KEYS = ["workflow_id", "entity", "entity_id", "from_state", "to_state", "attempt", "at"]
-_LOG_KEYS = ["workflow_id", "job_id", "task_id", "activity", "level", "message", "created_at"]
 
 
 def _finish_in_one() -> Any:
@@ -56,7 +52,7 @@ def _finish_in_one() -> Any:
     finished = _FINISH.cte("finished")
     now = bindparam("now", type_=WORKFLOW.c.updated_at.type)
     event = insert(EVENT).from_select(
-        _EVENT_KEYS,
+        list(EVENT_KEYS),
         select(
             finished.c.id,
             literal("workflow"),
@@ -68,7 +64,7 @@ def _finish_in_one() -> Any:
         ),
     )
     line = insert(LOG).from_select(
-        _LOG_KEYS,
+        list(LOG_KEYS),
         select(finished.c.id, null(), null(), null(), literal("info"), literal(MESSAGE), now),
     )
     return (

@@ -43,16 +43,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.selectable import CTE
 
-from worker.models import LogLine
 from worker.prepared import PreparedStatement
 from worker.states import TaskState, WorkflowState
-from worker.transitions import EVENT, EVENT_KEYS, TASK, TASK_KEYS, WORKFLOW
+from worker.transitions import EVENT, EVENT_KEYS, LOG, LOG_KEYS, TASK, TASK_KEYS, WORKFLOW
 
-LOG = LogLine.__table__
-LOG_KEYS = ("workflow_id", "job_id", "task_id", "activity", "level", "message", "created_at")
 #: A seed larger than this (serialised) is not sent: the successor claims as usual. Vars
 #: travel in the message then, and a broker message is no place for a large document.
 MAX_SEED_BYTES = 16_384
+#: What a seed holds: the task row's columns a pure activity runs on (its fence, too).
+SEED_KEYS = ("workflow_id", "version", "job_id", "activity", "vars", "counts", "inputs")
 #: Most successor rows and log lines one hop statement writes.
 MAX_ROWS, MAX_LOGS = 16, 8
 
@@ -83,15 +82,7 @@ class Seed:
     @classmethod
     def of_row(cls, row: dict[str, Any]) -> dict[str, Any] | None:
         """The seed of a new task row, as a message carries it; None when too large."""
-        seed = {
-            "workflow_id": row["workflow_id"],
-            "version": row["version"],
-            "job_id": row["job_id"],
-            "activity": row["activity"],
-            "vars": row["vars"],
-            "counts": row["counts"],
-            "inputs": row["inputs"],
-        }
+        seed = {key: row[key] for key in SEED_KEYS}
         try:
             size = len(json.dumps(seed))
         except (TypeError, ValueError, RecursionError):
@@ -104,15 +95,7 @@ class Seed:
 
         The row is the authority: a seed that does not match it changes nothing.
         """
-        if not isinstance(raw, dict) or set(raw) != {
-            "workflow_id",
-            "version",
-            "job_id",
-            "activity",
-            "vars",
-            "counts",
-            "inputs",
-        }:
+        if not isinstance(raw, dict) or set(raw) != set(SEED_KEYS):
             return None
         ids_ok = all(
             type(raw[key]) is int and 0 < raw[key] < 2**31 for key in ("workflow_id", "version")

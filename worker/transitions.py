@@ -25,13 +25,14 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from worker.db import utcnow
-from worker.models import StateEvent, Task, Workflow
+from worker.models import LogLine, StateEvent, Task, Workflow
 from worker.prepared import PreparedStatement
 from worker.states import TaskState, WorkflowState, task_can, workflow_can
 
 TASK = cast(Table, Task.__table__)
 EVENT = cast(Table, StateEvent.__table__)
 WORKFLOW = cast(Table, Workflow.__table__)
+LOG = cast(Table, LogLine.__table__)
 #: Which rows a claim may take: pending, or running with a stale heartbeat and attempts left,
 #: and only while the workflow is started.
 _CLAIMABLE = and_(
@@ -348,6 +349,8 @@ def complete_task(
 
 #: Columns of a state event row, in the order of the folded statement's parameters.
 EVENT_KEYS = ("workflow_id", "entity", "entity_id", "from_state", "to_state", "attempt", "at")
+#: Columns of a log line a statement writes (the seeded hop, the finish of a workflow).
+LOG_KEYS = ("workflow_id", "job_id", "task_id", "activity", "level", "message", "created_at")
 #: Every column of a task row: the folded statement binds them all (a column left to its
 #: default would get the same parameter name in each row's INSERT).
 TASK_KEYS = tuple(column.key for column in TASK.columns)
