@@ -5,8 +5,9 @@ the claim and completion of a quick activity, run on every hop, planning costs a
 as executing (0.3-0.7 ms of a ~1 ms round trip, measured in bench/engine_overhead.py's
 setting). A `PreparedStatement` is compiled by SQLAlchemy once, prepared once per database
 connection (a PREPARE outlives the transaction it ran in, whatever its outcome), then each
-run sends only `EXECUTE name(values)`. It still goes through the SQLAlchemy connection, so
-errors are wrapped and a lost connection is invalidated as for any other statement.
+run sends only `EXECUTE name(values)`, on the driver's cursor of the SQLAlchemy connection
+and in its transaction: errors are wrapped and a lost connection invalidated as SQLAlchemy
+does for its own statements (which it runs whenever something listens to cursor events).
 
 A pooler that hands one server connection to several clients per transaction (PgBouncer in
 transaction mode) loses prepared statements between transactions: CARILLON_PREPARED_STATEMENTS=0
@@ -79,12 +80,19 @@ class PreparedStatement:
         if self.name not in prepared:
             connection.exec_driver_sql(form.prepare)
             prepared.add(self.name)
-        values = []
+        listed = []
         for key, process in zip(form.names, form.processors, strict=True):
             value = params[key] if key in params else form.defaults[key]
-            values.append(value if process is None else process(value))
+            listed.append(value if process is None else process(value))
+        values = tuple(listed)
         try:
-            result: CursorResult[Any] = connection.exec_driver_sql(form.execute, tuple(values))
+            # As SQLAlchemy decides whether to fire its cursor events.
+            if not (connection._has_events or connection.engine._has_events):
+                if not connection.in_transaction():
+                    connection.begin()  # SQLAlchemy's autobegin: its commit and rollback apply
+                names, rows = _run_on_cursor(connection, form.execute, values)
+                return _Fetched(names, rows, form.columns)
+            result: CursorResult[Any] = connection.exec_driver_sql(form.execute, values)
         except DBAPIError as error:
             if getattr(error.orig, "pgcode", None) == _UNKNOWN_STATEMENT:
                 # Deallocated behind our back (DISCARD ALL): prepare again next time.
@@ -158,6 +166,68 @@ class _Rows:
                 for value, process in zip(row, self._columns, strict=True)
             )
         )
+
+    def one(self) -> Any:
+        row = self.first()
+        if row is None:
+            raise LookupError("the statement returned no row")
+        return row
+
+
+def _run_on_cursor(
+    connection: Connection, statement: str, values: tuple[Any, ...]
+) -> tuple[tuple[str, ...], list[Any]]:
+    """(column names, rows) of `statement` run on the driver's own cursor; its errors are
+    wrapped, and a lost connection invalidated, as SQLAlchemy does for its own statements.
+
+    SQLAlchemy's execution context (cursor events, result metadata) costs 40-50 us per
+    statement, a twentieth of a seeded hop; it is taken only when something listens to the
+    engine's cursor events (tracing, tests that count statements), so they see every one.
+    """
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    dialect = connection.dialect
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(statement, values)
+        if cursor.description is None:
+            return (), []
+        rows: list[Any] = cursor.fetchall()
+        return tuple(column[0] for column in cursor.description), rows
+    except dialect.loaded_dbapi.Error as error:
+        lost = dialect.is_disconnect(error, dbapi_connection, cursor)
+        if lost:
+            connection.invalidate(error)
+        raise DBAPIError.instance(
+            statement,
+            values,
+            error,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=dialect,
+        ) from error
+    finally:
+        if not cursor.closed:
+            cursor.close()
+
+
+class _Fetched:
+    """The rows of an EXECUTE run on the driver's cursor, processed as _Rows does."""
+
+    def __init__(self, names: tuple[str, ...], rows: list[Any], columns: tuple[Any, ...]) -> None:
+        self._names = names
+        self._rows = rows
+        self._columns = columns if any(columns) else ()
+
+    def first(self) -> Any:
+        if not self._rows:
+            return None
+        row = self._rows[0]
+        if self._columns:
+            row = (
+                value if process is None else process(value)
+                for value, process in zip(row, self._columns, strict=True)
+            )
+        return _row_type(self._names)(*row)
 
     def one(self) -> Any:
         row = self.first()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg2
 import pytest
 from sqlalchemy import (
     JSON,
@@ -21,7 +24,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tests.integration.statements import Statements
 from worker.db import UTCDateTime, make_engine
@@ -196,3 +199,87 @@ def test_disabled_or_on_sqlite_it_is_the_plain_statement(pg: Engine, tmp_path: P
     assert row is not None and tuple(row) == (3, "lite", [1], at)
     assert not any(s.startswith(("PREPARE", "EXECUTE")) for s in seen.sent)
     lite.dispose()
+
+
+def run_both_ways(pg: Engine, statement: PreparedStatement, params: dict[str, Any]) -> list[Any]:
+    """The statement's first row run on the driver's cursor (nothing listens to the engine),
+    then through SQLAlchemy's execution (a cursor listener), in one transaction each."""
+    rows = []
+    for listening in (False, True):
+        with contextlib.ExitStack() as stack:
+            seen = stack.enter_context(Statements(pg)) if listening else None
+            with pg.begin() as connection:
+                rows.append(statement.execute(connection, params).first())
+            assert seen is None or [s.split(" ", 1)[0] for s in seen.sent] == ["EXECUTE"]
+    return rows
+
+
+def test_on_the_cursor_or_through_sqlalchemy_the_rows_are_the_same(pg: Engine) -> None:
+    at = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+    with pg.begin() as connection:
+        connection.execute(INSERT_ONE, {"id": 5, "label": "five", "body": {"k": [1]}, "at": at})
+    direct, through = run_both_ways(
+        pg, PreparedStatement("test_select_ways", SELECT_ONE), {"item_id": 5}
+    )
+    assert tuple(direct) == tuple(through) == (5, "five", {"k": [1]}, at)
+    assert direct._fields == through._fields == ("id", "label", "body", "at")
+    assert direct.at.tzinfo == dt.UTC
+    empty = run_both_ways(pg, PreparedStatement("test_select_none", SELECT_ONE), {"item_id": 404})
+    assert empty == [None, None]
+
+
+def test_a_write_on_the_cursor_commits_and_rolls_back_with_its_connection(pg: Engine) -> None:
+    """The driver's cursor runs in the SQLAlchemy connection's transaction (begun for it, as
+    SQLAlchemy's autobegin would): commit() keeps a row, rollback() drops it."""
+    insert_item = PreparedStatement("test_insert_tx", INSERT_ONE)
+
+    def insert(item_id: int, label: str) -> None:
+        insert_item.execute(connection, {"id": item_id, "label": label, "body": None, "at": None})
+        assert connection.in_transaction()
+
+    with pg.connect() as connection:
+        insert(8, "kept")  # prepares first (through SQLAlchemy)
+        connection.commit()
+        insert(9, "kept too")  # prepared already: only the cursor runs
+        connection.commit()
+        insert(10, "dropped")
+        connection.rollback()
+    with pg.connect() as connection:
+        labels = connection.scalars(text("SELECT label FROM prepared_item ORDER BY id"))
+        assert list(labels) == ["kept", "kept too"]
+
+
+def test_errors_on_the_cursor_are_sqlalchemy_errors(pg: Engine) -> None:
+    """A refused statement raises SQLAlchemy's exception (its driver error as .orig), not an
+    outage; the connection stays usable once rolled back."""
+    insert_item = PreparedStatement("test_insert_twice", INSERT_ONE)
+    values = {"id": 11, "label": "once", "body": None, "at": None}
+    with pg.connect() as connection:
+        insert_item.execute(connection, values)
+        with pytest.raises(IntegrityError, match="prepared_item_pkey") as twice:
+            insert_item.execute(connection, values)
+        assert not is_outage(twice.value) and twice.value.orig is not None
+        assert not connection.invalidated
+        connection.rollback()
+        assert insert_item.execute(connection, values) is not None
+        connection.commit()
+
+
+def test_a_lost_connection_on_the_cursor_is_an_outage_and_is_replaced(pg: Engine) -> None:
+    """The server ends the session (a restart, an idle timeout): the statement raises an
+    outage (the engine retries it), the connection is invalidated, the pool opens another."""
+    statement = PreparedStatement("test_select_lost", SELECT_ONE)
+    with pg.connect() as connection:
+        statement.execute(connection, {"item_id": 1})
+        pid = connection.scalar(text("SELECT pg_backend_pid()"))
+        connection.commit()
+        with psycopg2.connect(pg.url.set(drivername="postgresql").render_as_string(False)) as other:
+            other.autocommit = True
+            other.cursor().execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(DBAPIError) as lost:
+            statement.execute(connection, {"item_id": 1})
+        assert is_outage(lost.value) and lost.value.connection_invalidated
+        assert connection.invalidated
+    with pg.connect() as connection:
+        assert connection.scalar(text("SELECT pg_backend_pid()")) != pid
+        assert statement.execute(connection, {"item_id": 1}).first() is None
