@@ -383,29 +383,42 @@ class Engine:
         lines = [{**line, "created_at": now} for line in plan.logs]  # stamped at the write
         if len(rows) > hop.MAX_ROWS or len(lines) > hop.MAX_LOGS:
             return None
+        # No successor: the workflow may finish, in the same round trip; that takes several
+        # prepared statements in one query (without them, the usual path finishes it).
+        finishing = not rows
+        if finishing and not self.settings.prepared_statements:
+            return None
+        written: dict[str, Any] = {
+            "started": started,
+            "now": now,
+            "worker": self.worker_name,
+            "outlets": list(outcome.outlets),
+            "vars": plan.vars,
+            "counts": plan.counts,
+            "logs": lines,
+        }
         try:
             with self._autocommit() as connection:
-                written = hop.claim_complete_and_create(
-                    connection,
-                    task_id,
-                    fence,
-                    started=started,
-                    now=now,
-                    worker=self.worker_name,
-                    outlets=list(outcome.outlets),
-                    vars=plan.vars,
-                    counts=plan.counts,
-                    rows=[with_defaults(row) for row in rows],
-                    logs=lines,
-                    prepared=self.settings.prepared_statements,
-                )
+                if finishing:
+                    done, _finished = hop.claim_complete_and_finish(
+                        connection, task_id, fence, **written
+                    )
+                else:
+                    done = hop.claim_complete_and_create(
+                        connection,
+                        task_id,
+                        fence,
+                        rows=[with_defaults(row) for row in rows],
+                        prepared=self.settings.prepared_statements,
+                        **written,
+                    )
         except Exception as exc:
             if is_outage(exc):
                 raise  # retried as any claim would be: nothing was written
-            # Nothing was written either (one statement); the usual path says what is wrong.
+            # Nothing was written either (one transaction); the usual path says what is wrong.
             log.warning("task %s: seeded hop refused (%s); claiming as usual", task_id, exc)
             return None
-        if not written:
+        if not done:
             return None
         log.debug("task %s: seeded hop", task_id)
         effects.signals.extend(outcome.signals)
@@ -442,8 +455,8 @@ class Engine:
         if outcome.park is not None or outcome.terminate:
             return None
         targets = self._targets(definition, activity, outcome.outlets)
-        if not targets or any(definition.type_of(t).joins for t in targets):
-            return None  # ends, pauses and joins read or change more than this task
+        if targets is None or any(definition.type_of(t).joins for t in targets):
+            return None  # pauses and joins read or change more than this task
         effects = _Effects()
         rows: list[dict[str, Any]] = []
         out_vars, out_counts = _outflow(ctx, outcome)
@@ -460,8 +473,8 @@ class Engine:
             effects,
             rows,
         )
-        if not rows or not any(state in ACTIVE_TASK_STATES for state in created.values()):
-            return None  # the workflow may finish: the usual path looks
+        if rows and not any(state in ACTIVE_TASK_STATES for state in created.values()):
+            return None  # successors that do not run (disabled...): the usual path looks
         logs = _log_rows(seed.workflow_id, seed.job_id, task_id, activity.name, ctx.logs, None)
         return _SeededPlan(outcome, out_vars, out_counts, rows, logs, effects, created)
 

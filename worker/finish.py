@@ -16,6 +16,7 @@ from sqlalchemy import String, bindparam, cast, func, insert, literal, null, sel
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql.selectable import CTE
 
 from worker.models import Workflow
 from worker.states import ACTIVE_TASK_STATES, WorkflowState
@@ -47,9 +48,10 @@ _FINISH = (
 )
 
 
-def _finish_in_one() -> Any:
-    """PostgreSQL: the update, its event and its log line in one statement."""
-    finished = _FINISH.cte("finished")
+def finish_with_record(update_statement: Any) -> tuple[CTE, list[CTE]]:
+    """PostgreSQL: `update_statement` (a finishing UPDATE of workflow returning its id, with
+    a `now` parameter) as a CTE, and the CTEs writing its event and its log line."""
+    finished = update_statement.cte("finished")
     now = bindparam("now", type_=WORKFLOW.c.updated_at.type)
     event = insert(EVENT).from_select(
         list(EVENT_KEYS),
@@ -67,11 +69,13 @@ def _finish_in_one() -> Any:
         list(LOG_KEYS),
         select(finished.c.id, null(), null(), null(), literal("info"), literal(MESSAGE), now),
     )
-    return (
-        select(func.count())
-        .select_from(finished)
-        .add_cte(event.cte("finished_event"), line.cte("finished_line"))
-    )
+    return finished, [event.cte("finished_event"), line.cte("finished_line")]
+
+
+def _finish_in_one() -> Any:
+    """PostgreSQL: the update, its event and its log line in one statement."""
+    finished, records = finish_with_record(_FINISH)
+    return select(func.count()).select_from(finished).add_cte(*records)
 
 
 _FINISH_IN_ONE = _finish_in_one()

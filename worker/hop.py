@@ -43,8 +43,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.selectable import CTE
 
-from worker.prepared import PreparedStatement
-from worker.states import TaskState, WorkflowState
+from worker.finish import finish_with_record
+from worker.prepared import PreparedStatement, execute_together
+from worker.states import ACTIVE_TASK_STATES, TaskState, WorkflowState
 from worker.transitions import EVENT, EVENT_KEYS, LOG, LOG_KEYS, TASK, TASK_KEYS, WORKFLOW
 
 #: A seed larger than this (serialised) is not sent: the successor claims as usual. Vars
@@ -163,6 +164,61 @@ def claim_complete_and_create(
     `rows` must be complete task rows (every TASK_KEYS column). A successor id that already
     exists fails the whole statement (nothing written): it cannot, while the task is pending.
     """
+    params = _hop_params(task_id, fence, started, now, worker, outlets, vars, counts, rows, logs)
+    statement = _hop(len(rows), len(logs))
+    done, created = statement.execute(connection, params, enabled=prepared).one()
+    if done and created != len(rows):
+        raise RuntimeError(f"task {task_id}: {len(rows) - created} successor row(s) not written")
+    return bool(done)
+
+
+def claim_complete_and_finish(
+    connection: Connection,
+    task_id: str,
+    fence: dict[str, Any],
+    *,
+    started: dt.datetime,
+    now: dt.datetime,
+    worker: str,
+    outlets: list[str],
+    vars: dict[str, Any],
+    counts: dict[str, Any],
+    logs: list[dict[str, Any]],
+) -> tuple[bool, bool]:
+    """(done, finished): a task with no successor completed as claim_complete_and_create does,
+    then its workflow finished if no task of it is active any more, in one round trip.
+
+    Three prepared statements in one query, one transaction (worker.prepared.execute_together):
+    the hop; the workflow's row lock (FOR NO KEY UPDATE, as worker.finish takes it); the
+    finish, whose snapshot is taken once the lock is granted, so two branches ending at once
+    cannot both see the other still running. The lock and the finish do nothing unless the
+    hop completed the task.
+    """
+    hop_params = _hop_params(task_id, fence, started, now, worker, outlets, vars, counts, [], logs)
+    finish_params = {
+        "workflow_id": fence["h_workflow_id"],
+        "task_id": task_id,
+        "now": now,
+        "worker": worker,
+    }
+    steps = [(_hop(0, len(logs)), hop_params), (_FINISH_LOCK, finish_params)]
+    done, finished = execute_together(connection, [*steps, (_FINISH_IF_IDLE, finish_params)])
+    return bool(done), bool(finished)
+
+
+def _hop_params(
+    task_id: str,
+    fence: dict[str, Any],
+    started: dt.datetime,
+    now: dt.datetime,
+    worker: str,
+    outlets: list[str],
+    vars: dict[str, Any],
+    counts: dict[str, Any],
+    rows: list[dict[str, Any]],
+    logs: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The hop statement's parameters (rows and lines numbered as _hop names them)."""
     if len(rows) > MAX_ROWS or len(logs) > MAX_LOGS:
         raise ValueError("too many rows for one hop statement")
     params: dict[str, Any] = {
@@ -179,11 +235,7 @@ def claim_complete_and_create(
         params.update({f"t{index}_{key}": row[key] for key in TASK_KEYS})
     for index, line in enumerate(logs):
         params.update({f"l{index}_{key}": line.get(key) for key in LOG_KEYS})
-    statement = _hop(len(rows), len(logs))
-    done, created = statement.execute(connection, params, enabled=prepared).one()
-    if done and created != len(rows):
-        raise RuntimeError(f"task {task_id}: {len(rows) - created} successor row(s) not written")
-    return bool(done)
+    return params
 
 
 def _sql(text: str, type_: Any = None) -> Any:
@@ -287,3 +339,54 @@ def _insert_if_done(table: Any, keys: tuple[str, ...], prefix: str, done: CTE) -
         *(bindparam(f"{prefix}_{key}", type_=table.c[key].type) for key in keys)
     ).select_from(done)
     return insert(table).from_select(list(keys), values)
+
+
+def _finishing_statements() -> tuple[PreparedStatement, PreparedStatement]:
+    """The lock and the finish of claim_complete_and_finish, for the task the hop completed
+    (done at `now`, attempt 1, by `worker`: only this hop writes that)."""
+    done_by_this_hop = exists().where(
+        TASK.c.id == bindparam("task_id"),
+        TASK.c.state == _sql(f"'{TaskState.DONE.value}'"),
+        TASK.c.attempt == _sql("1"),
+        TASK.c.finished_at == bindparam("now", type_=TASK.c.finished_at.type),
+        TASK.c.worker == bindparam("worker", type_=TASK.c.worker.type),
+    )
+    workflow_id = bindparam("workflow_id", type_=WORKFLOW.c.id.type)
+    lock = (
+        select(WORKFLOW.c.id)
+        .where(WORKFLOW.c.id == workflow_id, done_by_this_hop)
+        .with_for_update(of=WORKFLOW, key_share=True)
+    )
+    idle = ~exists().where(
+        TASK.c.workflow_id == workflow_id,
+        TASK.c.state.in_(
+            [_sql(f"'{state}'") for state in sorted(s.value for s in ACTIVE_TASK_STATES)]
+        ),
+    )
+    finishing = (
+        update(WORKFLOW)
+        .where(
+            WORKFLOW.c.id == workflow_id,
+            WORKFLOW.c.state == _sql(f"'{WorkflowState.STARTED.value}'"),
+            done_by_this_hop,
+            idle,
+        )
+        .values(
+            state=_sql(f"'{WorkflowState.FINISHED.value}'"),
+            updated_at=bindparam("now"),
+            ended_at=bindparam("now"),
+        )
+        .returning(WORKFLOW.c.id)
+    )
+    finished, records = finish_with_record(finishing)
+    report = select(
+        select(done_by_this_hop).scalar_subquery(),
+        select(func.count()).select_from(finished).scalar_subquery(),
+    ).add_cte(*records)
+    return (
+        PreparedStatement("carillon_hop_finish_lock", lock),
+        PreparedStatement("carillon_hop_finish", report),
+    )
+
+
+_FINISH_LOCK, _FINISH_IF_IDLE = _finishing_statements()

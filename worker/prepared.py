@@ -20,7 +20,7 @@ import functools
 import re
 import threading
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,13 @@ class PreparedStatement:
         if not enabled or connection.dialect.name != "postgresql":
             return connection.execute(self.statement, dict(params))
         form = self._form(connection.dialect)
+        values = self._ready(connection, form, params)
+        return _run(connection, form.execute, values, form.columns)
+
+    def _ready(
+        self, connection: Connection, form: _Form, params: Mapping[str, Any]
+    ) -> tuple[Any, ...]:
+        """The values of one EXECUTE, the statement prepared on this connection first."""
         missing = form.required.difference(params)
         if missing:
             raise ValueError(f"{self.name}: no value for {', '.join(sorted(missing))}")
@@ -80,25 +87,11 @@ class PreparedStatement:
         if self.name not in prepared:
             connection.exec_driver_sql(form.prepare)
             prepared.add(self.name)
-        listed = []
+        values = []
         for key, process in zip(form.names, form.processors, strict=True):
             value = params[key] if key in params else form.defaults[key]
-            listed.append(value if process is None else process(value))
-        values = tuple(listed)
-        try:
-            # As SQLAlchemy decides whether to fire its cursor events.
-            if not (connection._has_events or connection.engine._has_events):
-                if not connection.in_transaction():
-                    connection.begin()  # SQLAlchemy's autobegin: its commit and rollback apply
-                names, rows = _run_on_cursor(connection, form.execute, values)
-                return _Fetched(names, rows, form.columns)
-            result: CursorResult[Any] = connection.exec_driver_sql(form.execute, values)
-        except DBAPIError as error:
-            if getattr(error.orig, "pgcode", None) == _UNKNOWN_STATEMENT:
-                # Deallocated behind our back (DISCARD ALL): prepare again next time.
-                prepared.clear()
-            raise
-        return _Rows(result, form.columns)
+            values.append(value if process is None else process(value))
+        return tuple(values)
 
     def _form(self, dialect: Dialect) -> _Form:
         key = dialect.name
@@ -172,6 +165,47 @@ class _Rows:
         if row is None:
             raise LookupError("the statement returned no row")
         return row
+
+
+def execute_together(
+    connection: Connection, steps: Sequence[tuple[PreparedStatement, Mapping[str, Any]]]
+) -> Any:
+    """The first row of the last of `steps`, all sent as one query: one round trip.
+
+    PostgreSQL runs the statements of one query in order, in one transaction (on an
+    autocommit connection, their own: all of them commit or none does); each takes its own
+    snapshot, so a statement sees what committed while an earlier one waited for a lock.
+    """
+    if connection.dialect.name != "postgresql":
+        raise ValueError("statements run together only on PostgreSQL")
+    texts: list[str] = []
+    values: list[Any] = []
+    for statement, params in steps:
+        form = statement._form(connection.dialect)
+        values.extend(statement._ready(connection, form, params))
+        texts.append(form.execute)
+    last = steps[-1][0]._form(connection.dialect)
+    return _run(connection, "; ".join(texts), tuple(values), last.columns).one()
+
+
+def _run(
+    connection: Connection, statement: str, values: tuple[Any, ...], columns: tuple[Any, ...]
+) -> Any:
+    """The rows of EXECUTE `statement`, on the driver's cursor unless something listens."""
+    try:
+        # As SQLAlchemy decides whether to fire its cursor events.
+        if not (connection._has_events or connection.engine._has_events):
+            if not connection.in_transaction():
+                connection.begin()  # SQLAlchemy's autobegin: its commit and rollback apply
+            names, rows = _run_on_cursor(connection, statement, values)
+            return _Fetched(names, rows, columns)
+        result: CursorResult[Any] = connection.exec_driver_sql(statement, values)
+    except DBAPIError as error:
+        if getattr(error.orig, "pgcode", None) == _UNKNOWN_STATEMENT:
+            # Deallocated behind our back (DISCARD ALL): prepare again next time.
+            connection.connection.info.pop(_INFO_KEY, None)
+        raise
+    return _Rows(result, columns)
 
 
 def _run_on_cursor(

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tests.conftest import Harness
+from tests.integration.conftest import wait_for
 from tests.integration.statements import Statements
 from worker import registry
 from worker.activities.base import ActivityType, Context, Outcome
 from worker.errors import ActivityError
-from worker.hop import MAX_SEED_BYTES
+from worker.hop import MAX_SEED_BYTES, SEED_KEYS
 from worker.models import LogLine, StateEvent, Task, Workflow, new_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -366,3 +368,183 @@ def test_large_vars_are_not_seeded(pg_harness: Harness, test_types: None) -> Non
     result = h.engine.run(a0, {"a1": a1}, seed)
     assert result.status == "done" and result.continue_chain and result.seeds == {}
     assert len(task(h, a1).vars["big"]) == MAX_SEED_BYTES + 1
+
+
+def to_the_end(h: Harness, kinds: tuple[Any, ...] = ("noop",)) -> tuple[str, dict[str, Any]]:
+    """Start a chain and run it by hand up to end1: (end1's task id, its seed)."""
+    task_id, seed = first_hop(h, chain(*kinds))
+    names = [*(f"a{i}" for i in range(1, len(kinds))), "end1"]
+    for name in names:
+        following = new_id()
+        result = h.engine.run(task_id, {name: following}, seed)
+        assert result.continue_chain and set(result.seeds) == {following}
+        task_id, seed = following, result.seeds[following]
+    return task_id, seed
+
+
+def workflow_of(h: Harness, task_id: str) -> Workflow:
+    with h.sessions() as s:
+        workflow = s.scalars(select(Workflow).join(Task).where(Task.id == task_id)).one()
+        s.expunge(workflow)
+        return workflow
+
+
+def workflow_records(h: Harness, workflow_id: int) -> tuple[list[Any], list[str]]:
+    """(the workflow's own state events, its log lines without a task)."""
+    with h.sessions() as s:
+        events = s.execute(
+            select(StateEvent.from_state, StateEvent.to_state).where(
+                StateEvent.workflow_id == workflow_id, StateEvent.entity == "workflow"
+            )
+        ).all()
+        lines = s.scalars(
+            select(LogLine.message).where(
+                LogLine.workflow_id == workflow_id, LogLine.task_id.is_(None)
+            )
+        ).all()
+    return [tuple(e) for e in events], list(lines)
+
+
+def test_an_end_finishes_its_workflow_in_the_same_round_trip(pg_harness: Harness) -> None:
+    h = pg_harness
+    warm, warm_seed = to_the_end(h)
+    h.engine.run(warm, {}, warm_seed)  # prepares the three statements
+    end, seed = to_the_end(h)
+    with Statements(h.db) as seen:
+        result = h.engine.run(end, {}, seed)
+    assert result.status == "done" and not result.continue_chain and result.seeds == {}
+    assert [s.split("(", 1)[0] for s in seen.sent] == ["EXECUTE carillon_hop_0_0"]
+    assert [part.split("(", 1)[0] for part in seen.sent[0].split("; ")] == [
+        "EXECUTE carillon_hop_0_0",
+        "EXECUTE carillon_hop_finish_lock",
+        "EXECUTE carillon_hop_finish",
+    ]
+    done, workflow = task(h, end), workflow_of(h, end)
+    assert (done.state, done.attempt, done.outlets) == ("done", 1, [])
+    assert history(h, end) == [
+        (None, "pending", None),
+        ("pending", "running", 1),
+        ("running", "done", 1),
+    ]
+    assert workflow.state == "finished" and workflow.ended_at == done.finished_at
+    events, lines = workflow_records(h, workflow.id)
+    assert events.count(("started", "finished")) == 1 and lines.count("workflow finished") == 1
+
+
+def test_an_end_leaves_the_workflow_started_while_another_branch_runs(
+    pg_harness: Harness,
+) -> None:
+    """The first of two branches to end finds the other still pending: only the second one
+    finishes the workflow (both ends from their seeds, through the stub as a worker runs)."""
+    h = pg_harness
+    body = {
+        "id": unique("branches"),
+        "activities": [
+            {"name": "start1", "type": "start", "transitions": {"done": "fork1"}},
+            {"name": "fork1", "type": "fork", "transitions": {"done": ["x", "y"]}},
+            {"name": "x", "type": "noop", "transitions": {"done": "end1"}},
+            {"name": "y", "type": "noop", "transitions": {"done": "end2"}},
+            {"name": "end1", "type": "end"},
+            {"name": "end2", "type": "end"},
+        ],
+    }
+    name = h.start(body, org=unique("org"))
+    with Statements(h.db) as seen:
+        h.stub.drain()
+    finishing = [s for s in seen.sent if s.startswith("EXECUTE carillon_hop_0_0(")]
+    assert len(finishing) == 2  # end1 and end2 each took the finishing hop
+    with h.sessions() as s:
+        workflow = s.scalars(select(Workflow).where(Workflow.name == name)).one()
+        ends = s.scalars(
+            select(Task.finished_at).where(
+                Task.workflow_id == workflow.id, Task.activity.in_(["end1", "end2"])
+            )
+        ).all()
+    assert workflow.state == "finished" and workflow.ended_at == max(ends)
+    events, lines = workflow_records(h, workflow.id)
+    assert events.count(("started", "finished")) == 1 and lines.count("workflow finished") == 1
+
+
+def test_two_ends_at_once_finish_the_workflow_once(pg_harness: Harness) -> None:
+    """Both seeded ends complete, then wait for the workflow's lock (held here). Whichever
+    gets it first must not see the other's end, done but not committed, as finished; the
+    second, whose finish reads after the first committed, finishes the workflow."""
+    h = pg_harness
+    body = {
+        "id": unique("race"),
+        "activities": [
+            {"name": "start1", "type": "start", "transitions": {"done": "fork1"}},
+            {"name": "fork1", "type": "fork", "transitions": {"done": ["end1", "end2"]}},
+            {"name": "end1", "type": "end"},
+            {"name": "end2", "type": "end"},
+        ],
+    }
+    warm, warm_seed = to_the_end(h)
+    h.engine.run(warm, {}, warm_seed)  # prepared on the pool's connections it may use
+    h.start(body, org=unique("org"))
+    segment = h.stub.queue.popleft()
+    start_link, fork_link, ends = segment.tasks
+    fork_seed = h.engine.run(*start_link.args, start_link.kwargs["seed"]).seeds
+    h.engine.run(*fork_link.args, fork_seed[fork_link.args[0]])
+    end_ids = [link.args[0] for link in ends.tasks]
+    with h.sessions() as s:
+        rows = s.scalars(select(Task).where(Task.id.in_(end_ids))).all()
+        seeds = {row.id: {key: getattr(row, key) for key in SEED_KEYS} for row in rows}
+        workflow_id = rows[0].workflow_id
+    outcomes: dict[str, Any] = {}
+
+    def run_end(task_id: str) -> None:
+        try:
+            outcomes[task_id] = h.engine.run(task_id, {}, seeds[task_id])
+        except Exception as exc:  # reported by the assertion below
+            outcomes[task_id] = exc
+
+    with h.db.connect() as blocker:
+        blocker.execute(
+            select(Workflow.id).where(Workflow.id == workflow_id).with_for_update(key_share=True)
+        )
+        threads = [threading.Thread(target=run_end, args=(end_id,)) for end_id in end_ids]
+        for thread in threads:
+            thread.start()
+        with h.db.connect() as watcher:
+            # The first end waits for the blocker, the second (queued) for the first.
+            waiting = text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND cardinality(pg_blocking_pids(pid)) > 0"
+            )
+            wait_for(lambda: watcher.scalar(waiting) == 2, 30, "both ends waiting for the workflow")
+        blocker.rollback()
+    for thread in threads:
+        thread.join(30)
+    assert {type(outcome).__name__ for outcome in outcomes.values()} == {"RunResult"}
+    assert all(task(h, end_id).state == "done" for end_id in end_ids)
+    assert workflow_of(h, end_ids[0]).state == "finished"
+    events, lines = workflow_records(h, workflow_id)
+    assert events.count(("started", "finished")) == 1 and lines.count("workflow finished") == 1
+
+
+def test_without_prepared_statements_an_end_finishes_the_usual_way(pg_harness: Harness) -> None:
+    h = pg_harness
+    end, seed = to_the_end(h)
+    h.engine.settings = dataclasses.replace(h.settings, prepared_statements=False)
+    with Statements(h.db) as seen:
+        result = h.engine.run(end, {}, seed)
+    assert result.status == "done"
+    assert not any("carillon_hop" in s for s in seen.sent)
+    assert workflow_of(h, end).state == "finished"
+
+
+def test_an_end_whose_seed_does_not_match_finishes_the_usual_way(pg_harness: Harness) -> None:
+    """The finishing query changes nothing when the hop's fence fails (the lock and the
+    finish are for a task this hop completed): the usual claim then runs the end."""
+    h = pg_harness
+    end, seed = to_the_end(h)
+    with Statements(h.db) as seen:
+        result = h.engine.run(end, {}, {**seed, "vars": {"forged": True}})
+    assert result.status == "done"
+    assert sum(s.startswith("EXECUTE carillon_hop_0_0(") for s in seen.sent) == 1
+    assert task(h, end).vars == {}
+    workflow = workflow_of(h, end)
+    assert workflow.state == "finished"
+    events, lines = workflow_records(h, workflow.id)
+    assert events.count(("started", "finished")) == 1 and lines.count("workflow finished") == 1
