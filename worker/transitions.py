@@ -594,11 +594,20 @@ def _row(task: Task) -> dict[str, Any]:
 def with_defaults(row: dict[str, Any]) -> dict[str, Any]:
     """Every column of a task row: the given values, the column defaults for the others."""
     values: dict[str, Any] = {}
-    for column in TASK.columns:
-        value = row.get(column.key)
-        default = column.default
+    for key, default, call in _task_defaults():
+        value = row.get(key)
         if value is None and default is not None:
-            arg = getattr(default, "arg", None)
-            value = arg(None) if callable(arg) else arg
-        values[column.key] = value
+            value = default(None) if call else default
+        values[key] = value
     return values
+
+
+@lru_cache(maxsize=1)
+def _task_defaults() -> tuple[tuple[str, Any, bool], ...]:
+    """(column, default, whether the default is a function) of each task column, read once:
+    with_defaults runs for every successor row of every hop."""
+    found = []
+    for column in TASK.columns:
+        arg = getattr(column.default, "arg", None) if column.default is not None else None
+        found.append((column.key, arg, callable(arg)))
+    return tuple(found)
