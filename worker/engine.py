@@ -388,29 +388,21 @@ class Engine:
         finishing = not rows
         if finishing and not self.settings.prepared_statements:
             return None
-        written: dict[str, Any] = {
-            "started": started,
-            "now": now,
-            "worker": self.worker_name,
-            "outlets": list(outcome.outlets),
-            "vars": plan.vars,
-            "counts": plan.counts,
-            "logs": lines,
-        }
+        completion = hop.Completion(
+            started, now, self.worker_name, list(outcome.outlets), plan.vars, plan.counts, lines
+        )
         try:
             with self._autocommit() as connection:
                 if finishing:
-                    done, _finished = hop.claim_complete_and_finish(
-                        connection, task_id, fence, **written
-                    )
+                    done, _ = hop.claim_complete_and_finish(connection, task_id, fence, completion)
                 else:
                     done = hop.claim_complete_and_create(
                         connection,
                         task_id,
                         fence,
-                        rows=[with_defaults(row) for row in rows],
+                        completion,
+                        [with_defaults(row) for row in rows],
                         prepared=self.settings.prepared_statements,
-                        **written,
                     )
         except Exception as exc:
             if is_outage(exc):

@@ -142,48 +142,47 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, allow_nan=False)
 
 
+@dataclass(frozen=True)
+class Completion:
+    """What a hop writes of its own task: claimed at `started` and done at `now` by `worker`,
+    with these outlets, vars and counts, and these log lines."""
+
+    started: dt.datetime
+    now: dt.datetime
+    worker: str
+    outlets: list[str]
+    vars: dict[str, Any]
+    counts: dict[str, Any]
+    logs: list[dict[str, Any]]
+
+
 def claim_complete_and_create(
     connection: Connection,
     task_id: str,
     fence: dict[str, Any],
-    *,
-    started: dt.datetime,
-    now: dt.datetime,
-    worker: str,
-    outlets: list[str],
-    vars: dict[str, Any],
-    counts: dict[str, Any],
+    done: Completion,
     rows: list[dict[str, Any]],
-    logs: list[dict[str, Any]],
+    *,
     prepared: bool = True,
 ) -> bool:
-    """pending -> done with `rows` and `logs`, in one statement on an autocommit `connection`,
-    if the row still matches `fence`; False (nothing written) otherwise. The state events
-    are the usual path's: claimed at `started`, done at `now`, each new row created.
+    """pending -> done with `rows` and the log lines, in one statement on an autocommit
+    `connection`, if the row still matches `fence`; False (nothing written) otherwise. The
+    state events are the usual path's: claimed, done, each new row created.
 
     `rows` must be complete task rows (every TASK_KEYS column). A successor id that already
     exists fails the whole statement (nothing written): it cannot, while the task is pending.
     """
-    params = _hop_params(task_id, fence, started, now, worker, outlets, vars, counts, rows, logs)
-    statement = _hop(len(rows), len(logs))
-    done, created = statement.execute(connection, params, enabled=prepared).one()
-    if done and created != len(rows):
+    statement = _hop(len(rows), len(done.logs))
+    written, created = statement.execute(
+        connection, _hop_params(task_id, fence, done, rows), enabled=prepared
+    ).one()
+    if written and created != len(rows):
         raise RuntimeError(f"task {task_id}: {len(rows) - created} successor row(s) not written")
-    return bool(done)
+    return bool(written)
 
 
 def claim_complete_and_finish(
-    connection: Connection,
-    task_id: str,
-    fence: dict[str, Any],
-    *,
-    started: dt.datetime,
-    now: dt.datetime,
-    worker: str,
-    outlets: list[str],
-    vars: dict[str, Any],
-    counts: dict[str, Any],
-    logs: list[dict[str, Any]],
+    connection: Connection, task_id: str, fence: dict[str, Any], done: Completion
 ) -> tuple[bool, bool]:
     """(done, finished): a task with no successor completed as claim_complete_and_create does,
     then its workflow finished if no task of it is active any more, in one round trip.
@@ -194,46 +193,42 @@ def claim_complete_and_finish(
     cannot both see the other still running. The lock and the finish do nothing unless the
     hop completed the task.
     """
-    hop_params = _hop_params(task_id, fence, started, now, worker, outlets, vars, counts, [], logs)
     finish_params = {
         "workflow_id": fence["h_workflow_id"],
         "task_id": task_id,
-        "now": now,
-        "worker": worker,
+        "now": done.now,
+        "worker": done.worker,
     }
-    steps = [(_hop(0, len(logs)), hop_params), (_FINISH_LOCK, finish_params)]
-    done, finished = execute_together(connection, [*steps, (_FINISH_IF_IDLE, finish_params)])
-    return bool(done), bool(finished)
+    written, finished = execute_together(
+        connection,
+        [
+            (_hop(0, len(done.logs)), _hop_params(task_id, fence, done, [])),
+            (_FINISH_LOCK, finish_params),
+            (_FINISH_IF_IDLE, finish_params),
+        ],
+    )
+    return bool(written), bool(finished)
 
 
 def _hop_params(
-    task_id: str,
-    fence: dict[str, Any],
-    started: dt.datetime,
-    now: dt.datetime,
-    worker: str,
-    outlets: list[str],
-    vars: dict[str, Any],
-    counts: dict[str, Any],
-    rows: list[dict[str, Any]],
-    logs: list[dict[str, Any]],
+    task_id: str, fence: dict[str, Any], done: Completion, rows: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """The hop statement's parameters (rows and lines numbered as _hop names them)."""
-    if len(rows) > MAX_ROWS or len(logs) > MAX_LOGS:
+    if len(rows) > MAX_ROWS or len(done.logs) > MAX_LOGS:
         raise ValueError("too many rows for one hop statement")
     params: dict[str, Any] = {
         **fence,
         "h_task_id": task_id,
-        "h_started": started,
-        "h_now": now,
-        "h_worker": worker,
-        "h_outlets": outlets,
-        "h_out_vars": vars,
-        "h_out_counts": counts,
+        "h_started": done.started,
+        "h_now": done.now,
+        "h_worker": done.worker,
+        "h_outlets": done.outlets,
+        "h_out_vars": done.vars,
+        "h_out_counts": done.counts,
     }
     for index, row in enumerate(rows):
         params.update({f"t{index}_{key}": row[key] for key in TASK_KEYS})
-    for index, line in enumerate(logs):
+    for index, line in enumerate(done.logs):
         params.update({f"l{index}_{key}": line.get(key) for key in LOG_KEYS})
     return params
 

@@ -431,24 +431,30 @@ def test_an_end_finishes_its_workflow_in_the_same_round_trip(pg_harness: Harness
     assert events.count(("started", "finished")) == 1 and lines.count("workflow finished") == 1
 
 
+def two_ends(prefix: str, through: tuple[str, str] | None = None) -> dict[str, Any]:
+    """start1 -> fork1 -> end1 and end2, each through a noop of `through` if given."""
+    ends = ("end1", "end2")
+    heads = through or ends
+    activities: list[dict[str, Any]] = [
+        {"name": "start1", "type": "start", "transitions": {"done": "fork1"}},
+        {"name": "fork1", "type": "fork", "transitions": {"done": list(heads)}},
+    ]
+    if through:
+        activities += [
+            {"name": head, "type": "noop", "transitions": {"done": end}}
+            for head, end in zip(through, ends, strict=True)
+        ]
+    activities += [{"name": end, "type": "end"} for end in ends]
+    return {"id": unique(prefix), "activities": activities}
+
+
 def test_an_end_leaves_the_workflow_started_while_another_branch_runs(
     pg_harness: Harness,
 ) -> None:
     """The first of two branches to end finds the other still pending: only the second one
     finishes the workflow (both ends from their seeds, through the stub as a worker runs)."""
     h = pg_harness
-    body = {
-        "id": unique("branches"),
-        "activities": [
-            {"name": "start1", "type": "start", "transitions": {"done": "fork1"}},
-            {"name": "fork1", "type": "fork", "transitions": {"done": ["x", "y"]}},
-            {"name": "x", "type": "noop", "transitions": {"done": "end1"}},
-            {"name": "y", "type": "noop", "transitions": {"done": "end2"}},
-            {"name": "end1", "type": "end"},
-            {"name": "end2", "type": "end"},
-        ],
-    }
-    name = h.start(body, org=unique("org"))
+    name = h.start(two_ends("branches", through=("x", "y")), org=unique("org"))
     with Statements(h.db) as seen:
         h.stub.drain()
     finishing = [s for s in seen.sent if s.startswith("EXECUTE carillon_hop_0_0(")]
@@ -470,15 +476,7 @@ def test_two_ends_at_once_finish_the_workflow_once(pg_harness: Harness) -> None:
     gets it first must not see the other's end, done but not committed, as finished; the
     second, whose finish reads after the first committed, finishes the workflow."""
     h = pg_harness
-    body = {
-        "id": unique("race"),
-        "activities": [
-            {"name": "start1", "type": "start", "transitions": {"done": "fork1"}},
-            {"name": "fork1", "type": "fork", "transitions": {"done": ["end1", "end2"]}},
-            {"name": "end1", "type": "end"},
-            {"name": "end2", "type": "end"},
-        ],
-    }
+    body = two_ends("race")
     warm, warm_seed = to_the_end(h)
     h.engine.run(warm, {}, warm_seed)  # prepared on the pool's connections it may use
     h.start(body, org=unique("org"))
@@ -512,7 +510,13 @@ def test_two_ends_at_once_finish_the_workflow_once(pg_harness: Harness) -> None:
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                 " AND cardinality(pg_blocking_pids(pid)) > 0"
             )
-            wait_for(lambda: watcher.scalar(waiting) == 2, 30, "both ends waiting for the workflow")
+
+            def both_waiting() -> bool:
+                count = watcher.scalar(waiting)
+                watcher.rollback()  # the view is read once per transaction: read it anew
+                return count == 2
+
+            wait_for(both_waiting, 30, "both ends waiting for the workflow")
         blocker.rollback()
     for thread in threads:
         thread.join(30)
