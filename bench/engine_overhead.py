@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import prepare
 
 HOPS = 10
+#: Per engine run, where its time went (link_times).
+links: list[tuple[float, float, float, float]] = []
 #: Milliseconds between the harness's checks for a finished run, on both sides (--poll-ms).
 #: The figures come from stored timestamps, not from these checks; checking every 2 ms (as
 #: before) kept the harness busy on one of the machine's 2 cores, querying PostgreSQL on the
-#: engine's side and Redis on Celery's, and slowed both sides down by 10-30%.
+#: engine's side and Redis on Celery's, and slowed both sides down by 10-30%. Both sides wait
+#: before their first check: one right after the start ran a query while the first task's
+#: message was being picked up (a PostgreSQL query on the engine's side, heavier than
+#: Celery's Redis read).
 POLL_MS = 10.0
 
 
@@ -62,6 +68,18 @@ def signal_body(name: str) -> dict[str, Any]:
             {"name": "end1", "type": "end"},
         ],
     }
+
+
+def link_times(rows: list[Any]) -> tuple[float, float, float, float]:
+    """Where a chain's time went, ms: the first activity's wait (created -> started, the start
+    command's commit and publish and the worker's pick-up included), the first hop, the
+    median of the middle hops and the last hop (finished -> finished, the end finishing the
+    workflow)."""
+    done = sorted(rows, key=lambda row: row.finished_at)
+    hops = [(b.finished_at - a.finished_at).total_seconds() * 1000 for a, b in pairwise(done)]
+    start = done[0]
+    waited = (start.started_at - start.created_at).total_seconds() * 1000
+    return waited, hops[0], statistics.median(hops[1:-1]), hops[-1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -106,10 +124,10 @@ def main() -> int:
         def wait_finished(name: str, timeout: float = 60) -> None:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
+                time.sleep(poll)  # first: nothing finishes at once (see POLL_MS)
                 with sessions() as s:
                     if s.scalar(select(Workflow.state).where(Workflow.name == name)) == "finished":
                         return
-                time.sleep(poll)
             raise SystemExit(f"{name} did not finish; see {home / 'worker.log'}")
 
         def engine_run() -> float:
@@ -118,12 +136,13 @@ def main() -> int:
             with sessions() as s:
                 wf_id = s.scalar(select(Workflow.id).where(Workflow.name == chain_name))
                 rows = s.execute(
-                    select(Task.activity, Task.created_at, Task.finished_at).where(
-                        Task.workflow_id == wf_id
-                    )
+                    select(Task.activity, Task.created_at, Task.started_at, Task.finished_at)
+                    .where(Task.workflow_id == wf_id)
+                    .order_by(Task.created_at)
                 ).all()
                 s.execute(delete(Task).where(Task.workflow_id == wf_id))
                 s.commit()
+            links.append(link_times(rows))
             first = min(r.created_at for r in rows if r.activity == "start1")
             last = max(r.finished_at for r in rows if r.activity == "end1")
             return (last - first).total_seconds() * 1000 / HOPS
@@ -134,10 +153,12 @@ def main() -> int:
             published = dt.datetime.now(dt.UTC)
             result = chain(*links).apply_async()
             deadline = time.monotonic() + 60
-            while not result.ready():
+            while True:
+                time.sleep(poll)  # first, as wait_finished does
+                if result.ready():
+                    break
                 if time.monotonic() > deadline:
                     raise SystemExit("raw chain did not finish")
-                time.sleep(poll)
             done = result.date_done
             if done.tzinfo is None:
                 done = done.replace(tzinfo=dt.UTC)
@@ -149,6 +170,7 @@ def main() -> int:
             engine_run()
             celery_run()
         engine_hops, celery_hops = [], []
+        links.clear()  # the warm-up runs' are not figures
         for _ in range(args.runs):  # interleaved, so both see the same machine load
             engine_hops.append(engine_run())
             celery_hops.append(celery_run())
@@ -188,6 +210,13 @@ def main() -> int:
     }
     print(f"runs: {args.runs} chains of {HOPS} per side, {args.triggers} triggers")
     print(f"engine hop  median {engine_hop:.2f} ms  (p90 {percentile(engine_hops, 0.9):.2f})")
+    waited, first_hop, middle_hop, last_hop = (
+        statistics.median(c) for c in zip(*links, strict=True)
+    )
+    print(
+        f"  of which: first activity waits {waited:.2f} ms from its creation, first hop "
+        f"{first_hop:.2f}, middle hops {middle_hop:.2f}, last hop (finishing) {last_hop:.2f}"
+    )
     print(f"celery hop  median {celery_hop:.2f} ms  (p90 {percentile(celery_hops, 0.9):.2f})")
     print(f"ratio engine/celery {figures['ratio']:.2f}  (goal <= 1.5)")
     print(

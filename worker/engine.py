@@ -1444,14 +1444,16 @@ class Engine:
             effects = _Effects()
             with self._transaction(effects) as s:
                 workflow = self._workflow(s, workflow_id, lock=True)
-                command = s.scalars(
+                # Two: whether another one waits is known without another transaction.
+                pending = s.scalars(
                     select(Command)
                     .where(Command.workflow_id == workflow_id, Command.state == "pending")
                     .order_by(Command.id)
-                    .limit(1)
-                ).first()
-                if command is None:
+                    .limit(2)
+                ).all()
+                if not pending:
                     break
+                command = pending[0]
                 try:
                     self.command_target(workflow.state, command.method)
                     self._apply(s, workflow, command.method, effects)
@@ -1461,6 +1463,11 @@ class Engine:
                 command.applied_at = utcnow()
                 applied.append(command)
             self._after_commit(effects)
+            if len(pending) == 1:
+                # None other was pending under the lock; one recorded since then waited for
+                # it, and whoever recorded it applies it (the API asks a worker, the CLI
+                # applies it itself; the tick sweeps the rest).
+                break
         return applied
 
     def command(self, org_id: int | None, ref: str, method: str) -> Command:
@@ -1474,9 +1481,11 @@ class Engine:
             workflow_id = s.execute(
                 select(Command.workflow_id).where(Command.id == command_id)
             ).scalar_one()
-        self.apply_commands(workflow_id)
-        with self.session() as s:
-            command = s.get(Command, command_id)
+        applied = {found.id: found for found in self.apply_commands(workflow_id)}
+        command = applied.get(command_id)
+        if command is None:  # applied by another (the tick, a worker) before this call
+            with self.session() as s:
+                command = s.get(Command, command_id)
         assert command is not None and command.state != "pending"  # applied under the lock
         if command.state == "refused":
             raise CommandRefused(command.message or "refused")

@@ -154,6 +154,25 @@ def test_a_start_after_a_finished_run_skips_the_aborts(pg_harness: Harness) -> N
     assert pg_harness.query(select(Workflow.state).where(Workflow.name == name)) == [("finished",)]
 
 
+def test_a_command_is_applied_in_one_transaction(pg_harness: Harness) -> None:
+    """Submitting locks the workflow once, applying once: no second transaction comes to
+    look for another command (the one that applied saw whether one was pending)."""
+    body = {
+        "id": unique("once"),
+        "activities": [
+            {"name": "start1", "type": "start", "transitions": {"done": "end1"}},
+            {"name": "end1", "type": "end"},
+        ],
+    }
+    name = pg_harness.save(body, org=unique("org"))
+    with Statements(pg_harness.db) as seen:
+        command = pg_harness.engine.command(None, name, "start")
+    assert command.state == "applied" and command.method == "start"
+    locks = [sent for sent in seen.sent if sent.rstrip().endswith("FOR NO KEY UPDATE")]
+    assert len(locks) == 2  # submit, apply
+    assert sum(sent.startswith("SELECT command.id") for sent in seen.sent) == 1
+
+
 def test_a_restart_with_open_tasks_still_aborts_them(pg_harness: Harness) -> None:
     name = pg_harness.start(mid_signal(unique("open")), org=unique("org"))
     pg_harness.stub.drain()  # signal1 waits: an open task

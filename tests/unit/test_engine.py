@@ -189,6 +189,23 @@ def test_commands_are_checked_against_the_state_pending_commands_will_leave(
     assert wf(harness, "sig").state == "paused"
 
 
+def test_every_pending_command_is_applied_in_order_by_one_call(harness: Harness) -> None:
+    """Each command in its own transaction, as many as are pending (a transaction looks at
+    two, to know whether to go on)."""
+    harness.save(signal_workflow())
+    for method in ("start", "pause", "resume", "stop"):
+        harness.engine.submit_command(None, "sig", method)
+    applied = harness.engine.apply_commands(wf(harness, "sig").id)
+    assert [(c.method, c.state) for c in applied] == [
+        ("start", "applied"),
+        ("pause", "applied"),
+        ("resume", "applied"),
+        ("stop", "applied"),
+    ]
+    assert wf(harness, "sig").state == "stopped"
+    assert harness.engine.apply_commands(wf(harness, "sig").id) == []
+
+
 def test_a_trigger_coerces_typed_parameters_into_the_jobs_vars(harness: Harness) -> None:
     harness.start(signal_workflow())
     trigger = harness.engine.trigger(
