@@ -137,15 +137,18 @@ def test_a_signal_waiting_mid_graph_is_woken_with_buffered_events(pg_harness: Ha
     assert finished == "finished"
 
 
-def test_a_start_after_a_finished_run_skips_the_aborts(pg_harness: Harness) -> None:
-    body = {
-        "id": unique("again"),
+def start_then_end(prefix: str) -> dict[str, Any]:
+    return {
+        "id": unique(prefix),
         "activities": [
             {"name": "start1", "type": "start", "transitions": {"done": "end1"}},
             {"name": "end1", "type": "end"},
         ],
     }
-    name = pg_harness.start(body, org=unique("org"))
+
+
+def test_a_start_after_a_finished_run_skips_the_aborts(pg_harness: Harness) -> None:
+    name = pg_harness.start(start_then_end("again"), org=unique("org"))
     pg_harness.stub.drain()
     with Statements(pg_harness.db) as seen:
         pg_harness.engine.command(None, name, "start")
@@ -157,14 +160,7 @@ def test_a_start_after_a_finished_run_skips_the_aborts(pg_harness: Harness) -> N
 def test_a_command_is_applied_in_one_transaction(pg_harness: Harness) -> None:
     """Submitting locks the workflow once, applying once: no second transaction comes to
     look for another command (the one that applied saw whether one was pending)."""
-    body = {
-        "id": unique("once"),
-        "activities": [
-            {"name": "start1", "type": "start", "transitions": {"done": "end1"}},
-            {"name": "end1", "type": "end"},
-        ],
-    }
-    name = pg_harness.save(body, org=unique("org"))
+    name = pg_harness.save(start_then_end("once"), org=unique("org"))
     with Statements(pg_harness.db) as seen:
         command = pg_harness.engine.command(None, name, "start")
     assert command.state == "applied" and command.method == "start"
