@@ -426,8 +426,9 @@ class Engine:
         definition: Definition,
         started: dt.datetime,
     ) -> _SeededPlan | None:
-        """Run the activity on its seed and lay out what its completion writes; None when the
-        usual path must (a park, an end, a join, a workflow that may finish)."""
+        """Run the activity on its seed and lay out what its completion writes (no successor
+        rows: an end, which may finish the workflow); None when the usual path must (a park,
+        a termination, a pause, a join, successors that do not run)."""
         claimed = _Claimed(
             task_id,
             seed.workflow_id,

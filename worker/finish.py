@@ -12,7 +12,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import String, bindparam, cast, func, insert, literal, null, select, update
+from sqlalchemy import (
+    String,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    literal_column,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -27,20 +38,24 @@ STARTED, FINISHED = WorkflowState.STARTED.value, WorkflowState.FINISHED.value
 
 #: FOR NO KEY UPDATE, not FOR UPDATE: inserting a task or job takes FOR KEY SHARE on its
 #: workflow through the foreign key; this mode serialises the finishers without conflicting.
-_LOCK = (
+#: LOCK, ACTIVE and FINISH are also the seeded finishing hop's (worker.hop), with its fence.
+LOCK = (
     select(WORKFLOW.c.state)
     .where(WORKFLOW.c.id == bindparam("workflow_id"))
     .with_for_update(key_share=True)
 )
-_ACTIVE = (
+ACTIVE = (
     select(TASK.c.id)
     .where(
         TASK.c.workflow_id == bindparam("workflow_id"),
-        TASK.c.state.in_(sorted(state.value for state in ACTIVE_TASK_STATES)),
+        # Constants in the text, not an expanding parameter: the finishing hop prepares it.
+        TASK.c.state.in_(
+            [literal_column(f"'{state}'") for state in sorted(s.value for s in ACTIVE_TASK_STATES)]
+        ),
     )
     .limit(1)
 )
-_FINISH = (
+FINISH = (
     update(WORKFLOW)
     .where(WORKFLOW.c.id == bindparam("workflow_id"), WORKFLOW.c.state == STARTED)
     .values(state=FINISHED, updated_at=bindparam("now"), ended_at=bindparam("now"))
@@ -74,7 +89,7 @@ def finish_with_record(update_statement: Any) -> tuple[CTE, list[CTE]]:
 
 def _finish_in_one() -> Any:
     """PostgreSQL: the update, its event and its log line in one statement."""
-    finished, records = finish_with_record(_FINISH)
+    finished, records = finish_with_record(FINISH)
     return select(func.count()).select_from(finished).add_cte(*records)
 
 
@@ -85,14 +100,14 @@ def maybe_finish(session: Session, workflow_id: int, now: dt.datetime) -> bool:
     """started -> finished when no task of the workflow is pending, running, waiting or held;
     True if it finished. Keeps a Workflow object of the session, if any, up to date."""
     params = {"workflow_id": workflow_id, "now": now}
-    if session.execute(_LOCK, params).scalar_one() != STARTED:
+    if session.execute(LOCK, params).scalar_one() != STARTED:
         return False
-    if session.execute(_ACTIVE, params).first() is not None:
+    if session.execute(ACTIVE, params).first() is not None:
         return False
     if session.get_bind().dialect.name == "postgresql":
         finished = bool(session.execute(_FINISH_IN_ONE, params).scalar_one())
     else:
-        finished = session.execute(_FINISH, params).first() is not None
+        finished = session.execute(FINISH, params).first() is not None
         if finished:
             session.execute(
                 insert(EVENT),

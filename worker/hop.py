@@ -43,9 +43,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.selectable import CTE
 
-from worker.finish import finish_with_record
+from worker import finish
 from worker.prepared import PreparedStatement, execute_together
-from worker.states import ACTIVE_TASK_STATES, TaskState, WorkflowState
+from worker.states import TaskState, WorkflowState
 from worker.transitions import EVENT, EVENT_KEYS, LOG, LOG_KEYS, TASK, TASK_KEYS, WORKFLOW
 
 #: A seed larger than this (serialised) is not sent: the successor claims as usual. Vars
@@ -337,8 +337,8 @@ def _insert_if_done(table: Any, keys: tuple[str, ...], prefix: str, done: CTE) -
 
 
 def _finishing_statements() -> tuple[PreparedStatement, PreparedStatement]:
-    """The lock and the finish of claim_complete_and_finish, for the task the hop completed
-    (done at `now`, attempt 1, by `worker`: only this hop writes that)."""
+    """The lock and the finish of claim_complete_and_finish: worker.finish's own, for the
+    task the hop completed (done at `now`, attempt 1, by `worker`: only this hop writes that)."""
     done_by_this_hop = exists().where(
         TASK.c.id == bindparam("task_id"),
         TASK.c.state == _sql(f"'{TaskState.DONE.value}'"),
@@ -346,34 +346,9 @@ def _finishing_statements() -> tuple[PreparedStatement, PreparedStatement]:
         TASK.c.finished_at == bindparam("now", type_=TASK.c.finished_at.type),
         TASK.c.worker == bindparam("worker", type_=TASK.c.worker.type),
     )
-    workflow_id = bindparam("workflow_id", type_=WORKFLOW.c.id.type)
-    lock = (
-        select(WORKFLOW.c.id)
-        .where(WORKFLOW.c.id == workflow_id, done_by_this_hop)
-        .with_for_update(of=WORKFLOW, key_share=True)
-    )
-    idle = ~exists().where(
-        TASK.c.workflow_id == workflow_id,
-        TASK.c.state.in_(
-            [_sql(f"'{state}'") for state in sorted(s.value for s in ACTIVE_TASK_STATES)]
-        ),
-    )
-    finishing = (
-        update(WORKFLOW)
-        .where(
-            WORKFLOW.c.id == workflow_id,
-            WORKFLOW.c.state == _sql(f"'{WorkflowState.STARTED.value}'"),
-            done_by_this_hop,
-            idle,
-        )
-        .values(
-            state=_sql(f"'{WorkflowState.FINISHED.value}'"),
-            updated_at=bindparam("now"),
-            ended_at=bindparam("now"),
-        )
-        .returning(WORKFLOW.c.id)
-    )
-    finished, records = finish_with_record(finishing)
+    lock = finish.LOCK.where(done_by_this_hop)
+    finishing = finish.FINISH.where(done_by_this_hop, ~finish.ACTIVE.exists())
+    finished, records = finish.finish_with_record(finishing)
     report = select(
         select(done_by_this_hop).scalar_subquery(),
         select(func.count()).select_from(finished).scalar_subquery(),

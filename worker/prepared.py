@@ -141,32 +141,6 @@ class PreparedStatement:
         )
 
 
-class _Rows:
-    """The result of an EXECUTE, its values processed as SQLAlchemy would have (UTC times)."""
-
-    def __init__(self, result: CursorResult[Any], columns: tuple[Any, ...]) -> None:
-        self._result = result
-        self._columns = columns
-
-    def first(self) -> Any:
-        row = self._result.first()
-        if row is None or not any(self._columns):
-            return row
-        named = _row_type(row._fields)
-        return named(
-            *(
-                value if process is None else process(value)
-                for value, process in zip(row, self._columns, strict=True)
-            )
-        )
-
-    def one(self) -> Any:
-        row = self.first()
-        if row is None:
-            raise LookupError("the statement returned no row")
-        return row
-
-
 def execute_together(
     connection: Connection, steps: Sequence[tuple[PreparedStatement, Mapping[str, Any]]]
 ) -> Any:
@@ -180,12 +154,13 @@ def execute_together(
         raise ValueError("statements run together only on PostgreSQL")
     texts: list[str] = []
     values: list[Any] = []
+    columns: tuple[Any, ...] = ()
     for statement, params in steps:
         form = statement._form(connection.dialect)
         values.extend(statement._ready(connection, form, params))
         texts.append(form.execute)
-    last = steps[-1][0]._form(connection.dialect)
-    return _run(connection, "; ".join(texts), tuple(values), last.columns).one()
+        columns = form.columns  # the last statement's: its rows are the answer
+    return _run(connection, "; ".join(texts), tuple(values), columns).one()
 
 
 def _run(
@@ -198,14 +173,16 @@ def _run(
             if not connection.in_transaction():
                 connection.begin()  # SQLAlchemy's autobegin: its commit and rollback apply
             names, rows = _run_on_cursor(connection, statement, values)
-            return _Fetched(names, rows, columns)
-        result: CursorResult[Any] = connection.exec_driver_sql(statement, values)
+        else:
+            result: CursorResult[Any] = connection.exec_driver_sql(statement, values)
+            names = tuple(result.keys()) if result.returns_rows else ()
+            rows = list(result.fetchall()) if result.returns_rows else []
     except DBAPIError as error:
         if getattr(error.orig, "pgcode", None) == _UNKNOWN_STATEMENT:
             # Deallocated behind our back (DISCARD ALL): prepare again next time.
             connection.connection.info.pop(_INFO_KEY, None)
         raise
-    return _Rows(result, columns)
+    return _Fetched(names, rows, columns)
 
 
 def _run_on_cursor(
@@ -245,7 +222,7 @@ def _run_on_cursor(
 
 
 class _Fetched:
-    """The rows of an EXECUTE run on the driver's cursor, processed as _Rows does."""
+    """The rows of an EXECUTE, their values processed as SQLAlchemy would have (UTC times)."""
 
     def __init__(self, names: tuple[str, ...], rows: list[Any], columns: tuple[Any, ...]) -> None:
         self._names = names
