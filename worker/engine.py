@@ -61,6 +61,7 @@ from worker.transitions import (
     complete_task,
     record_new_task,
     record_new_tasks,
+    record_new_tasks_last,
     set_task_state,
     set_tasks_state,
     set_workflow_state,
@@ -1420,9 +1421,12 @@ class Engine:
 
     def submit_command(self, org_id: int | None, ref: str, method: str) -> int:
         """Record a command after checking it applies to the state it will find; returns its id."""
+        return self._submit(org_id, ref, method)[0]
+
+    def _submit(self, org_id: int | None, ref: str, method: str) -> tuple[int, int]:
+        """submit_command's work: (the command's id, its workflow's id)."""
         with self.session() as s, s.begin():
-            workflow = self.find_workflow(s, org_id, ref)
-            workflow = self._workflow(s, workflow.id, lock=True)
+            workflow = self.find_workflow(s, org_id, ref, lock=True)
             projected = workflow.state
             for pending in s.scalars(
                 select(Command.method)
@@ -1436,7 +1440,7 @@ class Engine:
             )
             s.add(command)
             s.flush()
-            return command.id
+            return command.id, workflow.id
 
     def apply_commands(self, workflow_id: int) -> list[Command]:
         """Apply the workflow's pending commands in order; each in its own transaction."""
@@ -1455,13 +1459,16 @@ class Engine:
                 if not pending:
                     break
                 command = pending[0]
+                command.applied_at = utcnow()
                 try:
                     self.command_target(workflow.state, command.method)
-                    self._apply(s, workflow, command.method, effects)
-                    command.state, command.message = "applied", None
                 except CommandRefused as exc:
                     command.state, command.message = "refused", exc.message
-                command.applied_at = utcnow()
+                else:
+                    # Marked before it is applied, so that it is written with the command's
+                    # first writes: a start's new tasks are the last write before commit.
+                    command.state, command.message = "applied", None
+                    self._apply(s, workflow, command.method, effects)
                 applied.append(command)
             self._after_commit(effects)
             if len(pending) == 1:
@@ -1477,11 +1484,7 @@ class Engine:
         The tick may apply the command first (it sweeps pending commands): either way the
         outcome recorded on the command row is the answer.
         """
-        command_id = self.submit_command(org_id, ref, method)
-        with self.session() as s:
-            workflow_id = s.execute(
-                select(Command.workflow_id).where(Command.id == command_id)
-            ).scalar_one()
+        command_id, workflow_id = self._submit(org_id, ref, method)
         applied = {found.id: found for found in self.apply_commands(workflow_id)}
         command = applied.get(command_id)
         if command is None:  # applied by another (the tick, a worker) before this call
@@ -1527,16 +1530,29 @@ class Engine:
             created_at=now,
         )
         s.add(job)
-        s.flush()
         self._log(
             s, workflow.id, job.id, None, None, "info", f"workflow started (version {version})"
         )
+        s.flush()  # all but the new tasks: they are the last write before the commit
+        rows: list[dict[str, Any]] = []
         states = [
             self._create_task(
-                s, definition, workflow.id, job.id, version, entry.name, {}, {}, None, None, effects
+                s,
+                definition,
+                workflow.id,
+                job.id,
+                version,
+                entry.name,
+                {},
+                {},
+                None,
+                None,
+                effects,
+                rows=rows,
             )[1]
             for entry in definition.entries()
         ]
+        record_new_tasks_last(s, rows, effects.events, prepared=self.settings.prepared_statements)
         if not any(state in ACTIVE_TASK_STATES for state in states):
             self._maybe_finish(s, workflow.id)
 

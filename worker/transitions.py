@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.selectable import CTE
 
 from worker.db import utcnow
 from worker.models import LogLine, StateEvent, Task, Workflow
@@ -439,24 +440,40 @@ def _folded(n_rows: int, n_events: int, claiming: bool = False) -> PreparedState
     by shape: building and compiling one costs more than its round trip), prepared on
     PostgreSQL (worker.prepared) under a name that says its shape."""
     done = (_COMPLETE_CLAIMING if claiming else _COMPLETE).returning(TASK.c.id).cte("done")
-    counted: list[Any] = [select(func.count()).select_from(done).scalar_subquery()]
-    # One single-row INSERT per row: SQLAlchemy does not cache multi-row VALUES statements,
-    # and compiling this one on every run would cost more than the round trips it saves.
-    created = []
-    for i in range(n_rows):
+    created, count, logged = _inserts(n_rows, n_events)
+    counted = select(select(func.count()).select_from(done).scalar_subquery(), count)
+    name = f"carillon_fold_{n_rows}_{n_events}_{'claiming' if claiming else 'claimed'}"
+    return PreparedStatement(name, counted.add_cte(*created, *logged))
+
+
+@lru_cache(maxsize=32)
+def _new_rows(n_rows: int, n_events: int) -> PreparedStatement:
+    """The statement of record_new_tasks_last for one shape (as _folded, without a completion)."""
+    created, count, logged = _inserts(n_rows, n_events)
+    return PreparedStatement(
+        f"carillon_new_{n_rows}_{n_events}", select(count).add_cte(*created, *logged)
+    )
+
+
+def _inserts(n_rows: int, n_events: int) -> tuple[list[CTE], Any, list[CTE]]:
+    """(task row INSERTs, how many rows they wrote, event INSERTs) as CTEs of one statement,
+    row i's values named t{i}_<column>, event i's e{i}_<column>.
+
+    One single-row INSERT per row: SQLAlchemy does not cache multi-row VALUES statements,
+    and compiling one on every run would cost more than the round trips it saves.
+    """
+    created = [
         # ON CONFLICT DO NOTHING: a fenced attempt may find its successors created by the
         # attempt that owns the task; it rolls back on `done` = 0 instead of failing here.
-        created.append(
-            pg_insert(TASK)
-            .values({key: bindparam(f"t{i}_{key}", type_=TASK.c[key].type) for key in TASK_KEYS})
-            .on_conflict_do_nothing()
-            .returning(TASK.c.id)
-            .cte(f"created{i}")
-        )
-    counted.append(
-        sum(
-            (select(func.count()).select_from(cte).scalar_subquery() for cte in created), literal(0)
-        )
+        pg_insert(TASK)
+        .values({key: bindparam(f"t{i}_{key}", type_=TASK.c[key].type) for key in TASK_KEYS})
+        .on_conflict_do_nothing()
+        .returning(TASK.c.id)
+        .cte(f"created{i}")
+        for i in range(n_rows)
+    ]
+    count = sum(
+        (select(func.count()).select_from(cte).scalar_subquery() for cte in created), literal(0)
     )
     logged = [
         insert(EVENT)
@@ -464,9 +481,7 @@ def _folded(n_rows: int, n_events: int, claiming: bool = False) -> PreparedState
         .cte(f"logged{i}")
         for i in range(n_events)
     ]
-    parts = [*created, *logged]
-    name = f"carillon_fold_{n_rows}_{n_events}_{'claiming' if claiming else 'claimed'}"
-    return PreparedStatement(name, select(*counted).add_cte(*parts))
+    return created, count, logged
 
 
 def claimed_event(task_id: str, workflow_id: int, attempt: int, now: dt.datetime) -> dict[str, Any]:
@@ -579,6 +594,37 @@ def record_new_tasks(
     if rows:
         session.connection().execute(insert(TASK), [with_defaults(row) for row in rows])
         events.extend(created_event(row) for row in rows)
+
+
+def record_new_tasks_last(
+    session: Session,
+    rows: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    *,
+    prepared: bool = True,
+) -> None:
+    """New task rows (column values) and every buffered state event, theirs included, in one
+    statement on PostgreSQL (FOLD_MAX_ROWS rows at most; elsewhere record_new_tasks and
+    write_events); the events are then forgotten. For a transaction's last write: only its
+    COMMIT then separates the rows' creation from their publication."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql" or not rows or len(rows) > FOLD_MAX_ROWS:
+        record_new_tasks(session, rows, events)
+        write_events(session, events)
+        return
+    events.extend(created_event(row) for row in rows)
+    params: dict[str, Any] = {}
+    for index, row in enumerate(rows):
+        values = with_defaults(row)
+        params.update({f"t{index}_{key}": values[key] for key in TASK_KEYS})
+    for index, event in enumerate(events):
+        params.update({f"e{index}_{key}": event.get(key) for key in EVENT_KEYS})
+    (created,) = (
+        _new_rows(len(rows), len(events)).execute(connection, params, enabled=prepared).one()
+    )
+    if created != len(rows):
+        raise RuntimeError(f"{len(rows) - created} new task id(s) already exist")
+    events.clear()
 
 
 def task_values(task: Task) -> dict[str, Any]:

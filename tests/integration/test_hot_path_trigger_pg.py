@@ -13,6 +13,7 @@ from tests.conftest import Harness
 from tests.integration.statements import Statements
 from worker.models import LogLine, StateEvent, Task, Trigger, Workflow
 from worker.states import TaskState
+from worker.transitions import FOLD_MAX_ROWS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -179,3 +180,57 @@ def test_a_restart_with_open_tasks_still_aborts_them(pg_harness: Harness) -> Non
             select(Task.state).where(Task.workflow_id == wf.id, Task.activity == "signal1")
         ).all()
     assert wf.state == "stopped" and states == [TaskState.ABORTED]
+
+
+def test_a_start_writes_its_first_task_last_with_its_event(pg_harness: Harness) -> None:
+    """Only the COMMIT separates a start's first task from its publication: the command, job,
+    log line and workflow event are written first, then the task and its event in one
+    statement (before: the task, its event, the command's update, the log line, COMMIT)."""
+    name = pg_harness.save(start_then_end("last"), org=unique("org"))
+    pg_harness.stub.published.clear()
+    with Statements(pg_harness.db) as seen:
+        command = pg_harness.engine.command(None, name, "start")
+    assert command.state == "applied" and command.applied_at is not None
+    sent = [statement for statement in seen.sent if not statement.startswith("PREPARE")]
+    assert sent[-1].startswith("EXECUTE carillon_new_1_1("), sent[-1]
+    assert not [statement for statement in sent if statement.startswith("INSERT INTO task")]
+    # submit: lock, pending commands, insert; apply: lock, pending, command, open tasks, the
+    # definition (read once per process), workflow, job, log line, workflow event, then the
+    # task with its event.
+    assert len(sent) == 13, [" ".join(statement.split()[:3]) for statement in sent]
+    assert len(pg_harness.stub.published) == 1
+    with pg_harness.sessions() as s:
+        start1 = s.scalars(
+            select(Task).join(Workflow).where(Workflow.name == name, Task.activity == "start1")
+        ).one()
+        logged = s.scalars(select(LogLine.message).where(LogLine.job_id == start1.job_id)).all()
+    assert start1.state == TaskState.PENDING
+    assert events_of(pg_harness, start1.id) == [(None, "pending")]
+    assert logged == ["workflow started (version 1)"]
+    pg_harness.stub.drain()
+    assert pg_harness.query(select(Workflow.state).where(Workflow.name == name)) == [("finished",)]
+
+
+def test_a_start_with_more_entries_than_one_statement_takes_writes_them_all(
+    pg_harness: Harness,
+) -> None:
+    """More first tasks than one statement folds (FOLD_MAX_ROWS): written the usual way."""
+    starts = FOLD_MAX_ROWS + 1
+    body = {
+        "id": unique("wide"),
+        "activities": [
+            *(
+                {"name": f"start{i}", "type": "start", "transitions": {"done": "end1"}}
+                for i in range(1, starts + 1)
+            ),
+            {"name": "end1", "type": "end"},
+        ],
+    }
+    name = pg_harness.save(body, org=unique("org"))
+    pg_harness.engine.command(None, name, "start")
+    with pg_harness.sessions() as s:
+        ids = s.scalars(
+            select(Task.id).join(Workflow).where(Workflow.name == name, Task.state == "pending")
+        ).all()
+    assert len(ids) == starts
+    assert all(events_of(pg_harness, task_id) == [(None, "pending")] for task_id in ids)
