@@ -81,8 +81,7 @@ class CeleryDispatcher:
         self.app.set_current()
         for activity, task_id in rows:
             seed = (seeds or {}).get(task_id)
-            segment = canvas.compile_segment(definition, activity, task_id, new_id, seed)
-            segment.apply_async()
+            canvas.publish(canvas.segment_links(definition, activity, task_id, new_id, seed))
 
     def apply_commands(self, workflow_id: int) -> None:
         self.app.send_task("carillon.apply_commands", args=(workflow_id,), queue=CONTROL_QUEUE)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import pytest
-from celery import group
+from celery import Celery, current_app, group
 from celery.canvas import _chain as chain
 from celery.canvas import _chord as chord
+from celery.signals import before_task_publish
 
 import tests.plugins  # noqa: F401
 from worker import canvas, definitions
@@ -227,3 +229,79 @@ def test_seed_next_leaves_anything_else_alone(remaining: Any) -> None:
     before = repr(remaining)
     canvas.seed_next(remaining, {"next": {"vars": {}}})
     assert repr(remaining) == before
+
+
+def _published(links: Any, *, through_chain: bool = False) -> list[tuple[dict[str, Any], Any]]:
+    """(headers, body) of every message Celery publishes for `links` on an in-memory broker:
+    canvas.publish, or Celery's own chain(...).apply_async with `through_chain`."""
+    app = Celery("publish-test", broker="memory://localhost", backend="cache+memory://")
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    sent: list[tuple[dict[str, Any], Any]] = []
+
+    def seen(headers: dict[str, Any], body: Any, **_: Any) -> None:
+        sent.append((headers, json.loads(json.dumps(body))))
+
+    previous = current_app._get_current_object()
+    before_task_publish.connect(seen, weak=False)
+    try:
+        app.set_current()
+        if through_chain:
+            (links[0] if len(links) == 1 else chain(*links)).apply_async()
+        else:
+            canvas.publish(links)
+    finally:
+        before_task_publish.disconnect(seen)
+        previous.set_current()
+    return sent
+
+
+def _step(link: dict[str, Any]) -> tuple[Any, ...]:
+    """What a chain step carries that the worker reads: task, arguments, id, queue."""
+    options = link.get("options") or {}
+    return (
+        link["task"],
+        link["args"],
+        link["kwargs"],
+        options.get("task_id"),
+        options.get("queue"),
+        options.get("argsrepr"),
+    )
+
+
+def test_a_sequence_is_published_as_one_message_carrying_the_same_steps_as_celerys_chain() -> None:
+    definition = definitions.parse(SEQUENCE_FOR_SEEDS)
+    seed = {"activity": "start1", "workflow_id": 3, "vars": {}}
+    links = canvas.segment_links(definition, "start1", "head", _ids(), seed)
+    assert len(links) > 2
+    ours = _published(links)
+    celerys = _published(links, through_chain=True)
+    assert len(ours) == len(celerys) == 1
+    (headers, (args, kwargs, embed)), (their_headers, (their_args, their_kwargs, their_embed)) = (
+        ours[0],
+        celerys[0],
+    )
+    assert headers["id"] == their_headers["id"] == "head" and headers["root_id"] == "head"
+    assert (args, kwargs) == (their_args, their_kwargs) and kwargs == {"seed": seed}
+    # The next link last, as Celery keeps them (it pops from the end).
+    assert [link["args"][0] for link in embed["chain"]] == [
+        link.args[0] for link in reversed(links[1:])
+    ]
+    assert [_step(link) for link in embed["chain"]] == [
+        _step(link) for link in their_embed["chain"]
+    ]
+
+
+def test_a_single_link_goes_out_alone_and_a_fork_goes_through_celerys_chain() -> None:
+    definition = definitions.parse(SEQUENCE_FOR_SEEDS)
+    alone = canvas.segment_links(definition, "end1", "last", _ids())
+    ((headers, (_, _, embed)),) = _published(alone)
+    assert headers["id"] == "last" and not embed["chain"]
+    forked = canvas.segment_links(definitions.parse(FORK_JOIN), "start1", "head", _ids())
+    assert isinstance(forked[-1], chord)
+    ours, celerys = _published(forked), _published(forked, through_chain=True)
+    assert [h["id"] for h, _ in ours] == [h["id"] for h, _ in celerys]
+    steps = ours[0][1][2]["chain"]
+    assert [step.get("subtask_type") for step in steps].count("chord") == 1
+    assert [_step(step) for step in steps if step.get("subtask_type") != "chord"] == [
+        _step(step) for step in celerys[0][1][2]["chain"] if step.get("subtask_type") != "chord"
+    ]
