@@ -4,7 +4,8 @@ A segment starts at a task row that already exists (committed as pending) and fo
 graph while the path is known before running: a sequence becomes a `chain`, a fork a
 `group`, a fork whose branches all meet at one and-join a `chord` whose callback is the join.
 It stops before anything decided at run time (test outcomes, waits, signals, joins reached
-by other paths); the engine continues there with a new segment.
+by other paths), and after MAX_LINKS links of a sequence; the engine continues there with a
+new segment.
 
 Each link carries the ids its successors will get (`chained`), so that the task that runs
 first can commit its successors' rows, under those ids, before Celery publishes them.
@@ -22,6 +23,12 @@ from worker.definitions import Definition
 
 RUN_ACTIVITY = "carillon.run_activity"
 IdFactory = Callable[[], str]
+#: Most links of a sequence in one segment. Celery's chain sends every remaining link in each
+#: message, so one chain for a sequence of n activities costs O(n^2) bytes of messages (the
+#: first of a 10-activity chain was 4.3 KB), which every hop's worker decodes and encodes
+#: again. The segment's last task continues with a new segment, as after a test or a wait.
+#: A fork is never cut off from its branches: its group or chord stays in the segment.
+MAX_LINKS = 3
 
 
 def queue_for(definition: Definition, activity: str) -> str:
@@ -103,6 +110,9 @@ def segment_links(
         successors = static_successors(definition, current)
         if not successors or not all(chainable(definition, s) for s in successors):
             links.append(link(definition, current, current_id))
+            break
+        if len(successors) == 1 and len(links) >= MAX_LINKS - 1:
+            links.append(link(definition, current, current_id))  # publishes the next segment
             break
         ids = {s: new_id() for s in successors}
         links.append(link(definition, current, current_id, ids))

@@ -56,7 +56,7 @@ def _compile(body: dict[str, Any], first: str) -> tuple[Any, dict[str, str], Any
     return sig, ids, definition
 
 
-FORK_JOIN = {
+FORK_JOIN: dict[str, Any] = {
     "id": "forkJoin",
     "activities": [
         {"name": "start1", "type": "start", "transitions": {"done": "fork1"}},
@@ -305,3 +305,39 @@ def test_a_single_link_goes_out_alone_and_a_fork_goes_through_celerys_chain() ->
     assert [_step(step) for step in steps if step.get("subtask_type") != "chord"] == [
         _step(step) for step in celerys[0][1][2]["chain"] if step.get("subtask_type") != "chord"
     ]
+
+
+def _sequence(n: int, then: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """start1 -> n1 ... -> n<n> -> (then, or end1)."""
+    names = ["start1", *(f"n{i}" for i in range(1, n + 1))]
+    tail = then or [{"name": "end1", "type": "end"}]
+    activities: list[dict[str, Any]] = [
+        {"name": name, "type": "start" if i == 0 else "noop", "transitions": {"done": after}}
+        for i, (name, after) in enumerate(zip(names, [*names[1:], tail[0]["name"]], strict=True))
+    ]
+    return {"id": "long", "activities": [*activities, *tail]}
+
+
+def test_a_long_sequence_is_cut_into_segments_of_max_links() -> None:
+    """Celery's chain carries every remaining link in each message: a segment stops after
+    MAX_LINKS, its last link without successor ids (its run publishes the next segment)."""
+    sig, ids, definition = _compile(_sequence(20), "start1")
+    assert isinstance(sig, chain) and len(sig.tasks) == canvas.MAX_LINKS
+    assert [ids[link.args[0]] for link in sig.tasks] == ["start1", "n1", "n2"]
+    assert sig.tasks[-1].args[1] == {}  # the engine creates n3 and publishes from there
+    assert all(link.args[1] for link in sig.tasks[:-1])
+    # From any task, the same: n3's segment is n3, n4, n5.
+    again = canvas.segment_links(definition, "n3", "t3", _ids())
+    assert len(again) == canvas.MAX_LINKS and again[-1].args[1] == {}
+    # The last activities of a sequence are not cut short.
+    tail = canvas.segment_links(definition, "n19", "t19", _ids())
+    assert len(tail) == 3 and tail[-1].options["task_id"] == next(iter(tail[-2].args[1].values()))
+
+
+def test_a_fork_is_never_cut_off_from_its_branches() -> None:
+    """At the cap, a fork still compiles with its chord: only single steps are cut."""
+    fork_join = [dict(activity) for activity in FORK_JOIN["activities"]][1:]
+    sig, _, _ = _compile(_sequence(1, then=fork_join), "start1")
+    # start1 -> n1 -> fork1 -> chord: the fork is the cap's third link, its chord follows.
+    assert isinstance(sig, chain)
+    assert isinstance(sig.tasks[-1], chord)
