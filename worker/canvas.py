@@ -91,7 +91,11 @@ def compile_segment(
 ) -> Signature:
     """The canvas that runs `activity` (row `task_id`) and everything statically after it;
     its first run carries `seed` (worker.hop) when given."""
-    links = segment_links(definition, activity, task_id, new_id, seed)
+    return _as_canvas(segment_links(definition, activity, task_id, new_id, seed))
+
+
+def _as_canvas(links: list[Signature]) -> Signature:
+    """A segment's links as one signature: the link alone, or Celery's chain of them."""
     return links[0] if len(links) == 1 else chain(*links)
 
 
@@ -137,7 +141,7 @@ def publish(links: list[Signature]) -> None:
     ~1 ms publication (10 links). A group or a chord goes through `chain`.
     """
     if any(isinstance(link, group | chord) for link in links):
-        (links[0] if len(links) == 1 else chain(*links)).apply_async()
+        _as_canvas(links).apply_async()
         return
     first, *rest = links
     first.apply_async(chain=rest[::-1] or None)  # the next link last, as Celery keeps them

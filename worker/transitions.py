@@ -417,11 +417,7 @@ def complete_and_create(
     }
     if claiming is not None:
         params.update({"b_started": claiming[0], "b_worker": claiming[1]})
-    for index, row in enumerate(rows):
-        values = with_defaults(row)
-        params.update({f"t{index}_{key}": values[key] for key in TASK_KEYS})
-    for index, event in enumerate(events):
-        params.update({f"e{index}_{key}": event.get(key) for key in EVENT_KEYS})
+    params.update(_insert_params(rows, events))
     statement = _folded(len(rows), len(events), claiming is not None)
     done, created = statement.execute(connection, params, enabled=prepared).one()
     if done != 1:
@@ -453,6 +449,18 @@ def _new_rows(n_rows: int, n_events: int) -> PreparedStatement:
     return PreparedStatement(
         f"carillon_new_{n_rows}_{n_events}", select(count).add_cte(*created, *logged)
     )
+
+
+def _insert_params(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The values of _inserts' CTEs: row i's columns as t{i}_<column>, event i's as
+    e{i}_<column>."""
+    params: dict[str, Any] = {}
+    for index, row in enumerate(rows):
+        values = with_defaults(row)
+        params.update({f"t{index}_{key}": values[key] for key in TASK_KEYS})
+    for index, event in enumerate(events):
+        params.update({f"e{index}_{key}": event.get(key) for key in EVENT_KEYS})
+    return params
 
 
 def _inserts(n_rows: int, n_events: int) -> tuple[list[CTE], Any, list[CTE]]:
@@ -613,15 +621,8 @@ def record_new_tasks_last(
         write_events(session, events)
         return
     events.extend(created_event(row) for row in rows)
-    params: dict[str, Any] = {}
-    for index, row in enumerate(rows):
-        values = with_defaults(row)
-        params.update({f"t{index}_{key}": values[key] for key in TASK_KEYS})
-    for index, event in enumerate(events):
-        params.update({f"e{index}_{key}": event.get(key) for key in EVENT_KEYS})
-    (created,) = (
-        _new_rows(len(rows), len(events)).execute(connection, params, enabled=prepared).one()
-    )
+    statement = _new_rows(len(rows), len(events))
+    (created,) = statement.execute(connection, _insert_params(rows, events), enabled=prepared).one()
     if created != len(rows):
         raise RuntimeError(f"{len(rows) - created} new task id(s) already exist")
     events.clear()
