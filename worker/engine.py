@@ -178,9 +178,9 @@ def _outflow(ctx: Context, outcome: Outcome) -> tuple[dict[str, Any], dict[str, 
 
 def _log_rows(
     workflow_id: int,
-    job_id: str,
-    task_id: str,
-    activity: str,
+    job_id: str | None,
+    task_id: str | None,
+    activity: str | None,
     logs: list[tuple[str, str]],
     at: dt.datetime | None,
 ) -> list[dict[str, Any]]:
@@ -1255,8 +1255,9 @@ class Engine:
             s, workflow_id, None, task_id, activity, "info", "workflow finished by its end activity"
         )
 
-    def _abort_open(self, s: Session, workflow_id: int, reason: str, now: dt.datetime) -> None:
-        """Abort every unfinished task of a workflow; their types release what they hold."""
+    def _abort_open(self, s: Session, workflow_id: int, reason: str, now: dt.datetime) -> bool:
+        """Abort every unfinished task of a workflow (their types release what they hold);
+        whether there was any."""
         # One indexed read instead of six UPDATEs when nothing is open, the usual start (the
         # previous run finished): five round trips fewer before a start commits.
         if (
@@ -1267,7 +1268,7 @@ class Engine:
             ).first()
             is None
         ):
-            return
+            return False
         aborted: list[str] = []
         for state in (T.PENDING, T.HELD, T.WAITING, T.FAILED, T.DEAD):
             aborted += set_tasks_state(
@@ -1287,6 +1288,7 @@ class Engine:
             attempt=Task.attempt + 1,
         )
         self._cancel(s, aborted, reason)
+        return True
 
     @staticmethod
     def _cancel(s: Session, task_ids: list[str], reason: str) -> None:
@@ -1509,38 +1511,46 @@ class Engine:
 
     def _start(self, s: Session, workflow: Workflow, effects: _Effects) -> None:
         now = utcnow()
-        self._abort_open(s, workflow.id, "workflow restarted", now)
+        aborted = self._abort_open(s, workflow.id, "workflow restarted", now)
         version = workflow.latest_version
         definition = self.definition(workflow.id, version, s)
         set_workflow_state(
             s,
             workflow,
             W.STARTED,
+            events=effects.events,
             running_version=version,
             started_at=now,
             ended_at=None,
             error_message=None,
         )
-        job = Job(
-            id=new_id(),
-            workflow_id=workflow.id,
-            version=version,
-            origin="start",
-            vars={},
-            created_at=now,
+        # The job, the log line and the events go with the new tasks, in one statement.
+        job: dict[str, Any] = {
+            "id": new_id(),
+            "workflow_id": workflow.id,
+            "version": version,
+            "origin": "start",
+            "origin_activity": None,
+            "source": None,
+            "vars": {},
+            "created_at": now,
+        }
+        (line,) = _log_rows(
+            workflow.id,
+            job["id"],
+            None,
+            None,
+            [("info", f"workflow started (version {version})")],
+            now,
         )
-        s.add(job)
-        self._log(
-            s, workflow.id, job.id, None, None, "info", f"workflow started (version {version})"
-        )
-        s.flush()  # all but the new tasks: they are the last write before the commit
+        s.flush()  # nothing should be left, but the new tasks must be the last write
         rows: list[dict[str, Any]] = []
         states = [
             self._create_task(
                 s,
                 definition,
                 workflow.id,
-                job.id,
+                job["id"],
                 version,
                 entry.name,
                 {},
@@ -1552,8 +1562,20 @@ class Engine:
             )[1]
             for entry in definition.entries()
         ]
-        record_new_tasks_last(s, rows, effects.events, prepared=self.settings.prepared_statements)
-        if not any(state in ACTIVE_TASK_STATES for state in states):
+        runs = any(state in ACTIVE_TASK_STATES for state in states)
+        record_new_tasks_last(
+            s,
+            rows,
+            effects.events,
+            jobs=[job],
+            lines=[line],
+            # A start that aborted nothing need not wait for the WAL flush: if a crash of the
+            # database loses it, its command is pending again (recorded by its own commit)
+            # and the tick applies it; its first messages find no task and change nothing.
+            relaxed=runs and not aborted,
+            prepared=self.settings.prepared_statements,
+        )
+        if not runs:
             self._maybe_finish(s, workflow.id)
 
     def _pause(self, s: Session, workflow: Workflow) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any, cast
 
@@ -16,6 +16,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     update,
@@ -26,7 +27,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.selectable import CTE
 
 from worker.db import utcnow
-from worker.models import LogLine, StateEvent, Task, Workflow
+from worker.models import Job, LogLine, StateEvent, Task, Workflow
 from worker.prepared import PreparedStatement
 from worker.states import TaskState, WorkflowState, task_can, workflow_can
 
@@ -34,6 +35,7 @@ TASK = cast(Table, Task.__table__)
 EVENT = cast(Table, StateEvent.__table__)
 WORKFLOW = cast(Table, Workflow.__table__)
 LOG = cast(Table, LogLine.__table__)
+JOB = cast(Table, Job.__table__)
 #: Which rows a claim may take: pending, or running with a stale heartbeat and attempts left,
 #: and only while the workflow is started.
 _CLAIMABLE = and_(
@@ -163,9 +165,14 @@ def set_workflow_state(
     to_state: WorkflowState,
     *,
     from_states: Iterable[str] | None = None,
+    events: list[dict[str, Any]] | None = None,
     **values: Any,
 ) -> bool:
-    """Move `workflow` to `to_state` if it is still in one of `from_states`; False otherwise."""
+    """Move `workflow` to `to_state` if it is still in one of `from_states`; False otherwise.
+
+    With `events`, its state event is buffered there (for write_events or
+    record_new_tasks_last) instead of being added to the session.
+    """
     allowed = [s for s in (from_states or [workflow.state]) if workflow_can(s, to_state)]
     if not allowed:
         return False
@@ -179,16 +186,19 @@ def set_workflow_state(
     )
     if result.first() is None:
         return False
-    session.add(
-        StateEvent(
-            workflow_id=workflow.id,
-            entity="workflow",
-            entity_id=str(workflow.id),
-            from_state=workflow.state if workflow.state in allowed else "|".join(allowed),
-            to_state=to_state,
-            at=now,
-        )
-    )
+    event = {
+        "workflow_id": workflow.id,
+        "entity": "workflow",
+        "entity_id": str(workflow.id),
+        "from_state": workflow.state if workflow.state in allowed else "|".join(allowed),
+        "to_state": str(to_state),
+        "attempt": None,
+        "at": now,
+    }
+    if events is None:
+        session.add(StateEvent(**event))
+    else:
+        events.append(event)
     # The UPDATE above wrote them: set them as loaded, or the flush would write them again.
     set_committed_value(workflow, "state", to_state)
     for key, value in values.items():
@@ -355,6 +365,8 @@ LOG_KEYS = ("workflow_id", "job_id", "task_id", "activity", "level", "message", 
 #: Every column of a task row: the folded statement binds them all (a column left to its
 #: default would get the same parameter name in each row's INSERT).
 TASK_KEYS = tuple(column.key for column in TASK.columns)
+#: The columns of a job row.
+JOB_KEYS = tuple(column.key for column in JOB.columns)
 #: Most successor rows folded into one statement; a wider fork takes separate statements.
 FOLD_MAX_ROWS = 16
 
@@ -443,11 +455,28 @@ def _folded(n_rows: int, n_events: int, claiming: bool = False) -> PreparedState
 
 
 @lru_cache(maxsize=32)
-def _new_rows(n_rows: int, n_events: int) -> PreparedStatement:
+def _new_rows(
+    n_rows: int, n_events: int, n_jobs: int = 0, n_lines: int = 0, relaxed: bool = False
+) -> PreparedStatement:
     """The statement of record_new_tasks_last for one shape (as _folded, without a completion)."""
     created, count, logged = _inserts(n_rows, n_events)
-    return PreparedStatement(
-        f"carillon_new_{n_rows}_{n_events}", select(count).add_cte(*created, *logged)
+    jobs = [_insert_values(JOB, JOB_KEYS, f"j{i}").cte(f"job{i}") for i in range(n_jobs)]
+    lines = [_insert_values(LOG, LOG_KEYS, f"l{i}").cte(f"line{i}") for i in range(n_lines)]
+    columns = [count]
+    if relaxed:
+        # Local to the transaction: its COMMIT returns before the WAL reaches the disk.
+        off: list[Any] = [
+            literal_column(text) for text in ("'synchronous_commit'", "'off'", "true")
+        ]
+        columns.append(func.set_config(*off))
+    name = f"carillon_new_{n_rows}_{n_events}_{n_jobs}_{n_lines}{'_relaxed' if relaxed else ''}"
+    return PreparedStatement(name, select(*columns).add_cte(*jobs, *lines, *created, *logged))
+
+
+def _insert_values(table: Table, keys: tuple[str, ...], prefix: str) -> Any:
+    """A one-row INSERT of `keys`, row values named <prefix>_<column>."""
+    return insert(table).values(
+        {key: bindparam(f"{prefix}_{key}", type_=table.c[key].type) for key in keys}
     )
 
 
@@ -483,12 +512,7 @@ def _inserts(n_rows: int, n_events: int) -> tuple[list[CTE], Any, list[CTE]]:
     count = sum(
         (select(func.count()).select_from(cte).scalar_subquery() for cte in created), literal(0)
     )
-    logged = [
-        insert(EVENT)
-        .values({key: bindparam(f"e{i}_{key}", type_=EVENT.c[key].type) for key in EVENT_KEYS})
-        .cte(f"logged{i}")
-        for i in range(n_events)
-    ]
+    logged = [_insert_values(EVENT, EVENT_KEYS, f"e{i}").cte(f"logged{i}") for i in range(n_events)]
     return created, count, logged
 
 
@@ -609,20 +633,39 @@ def record_new_tasks_last(
     rows: list[dict[str, Any]],
     events: list[dict[str, Any]],
     *,
+    jobs: Sequence[dict[str, Any]] = (),
+    lines: Sequence[dict[str, Any]] = (),
+    relaxed: bool = False,
     prepared: bool = True,
 ) -> None:
     """New task rows (column values) and every buffered state event, theirs included, in one
     statement on PostgreSQL (FOLD_MAX_ROWS rows at most; elsewhere record_new_tasks and
     write_events); the events are then forgotten. For a transaction's last write: only its
-    COMMIT then separates the rows' creation from their publication."""
+    COMMIT then separates the rows' creation from their publication.
+
+    `jobs` (every column of job rows) and log `lines` (every column of log_line rows but the
+    id) go in the same statement, before the rows that refer to them. With `relaxed`, the
+    transaction's COMMIT does not wait for the WAL flush (synchronous_commit off for it
+    alone): for writes that are made again if a crash of the database loses them.
+    """
     connection = session.connection()
-    if connection.dialect.name != "postgresql" or not rows or len(rows) > FOLD_MAX_ROWS:
+    foldable = len(rows) + len(jobs) + len(lines) <= FOLD_MAX_ROWS
+    if connection.dialect.name != "postgresql" or not rows or not foldable:
+        if jobs:
+            connection.execute(insert(JOB), list(jobs))
+        if lines:
+            connection.execute(insert(LOG), list(lines))
         record_new_tasks(session, rows, events)
         write_events(session, events)
         return
     events.extend(created_event(row) for row in rows)
-    statement = _new_rows(len(rows), len(events))
-    (created,) = statement.execute(connection, _insert_params(rows, events), enabled=prepared).one()
+    statement = _new_rows(len(rows), len(events), len(jobs), len(lines), relaxed)
+    params = _insert_params(rows, events)
+    for index, job in enumerate(jobs):
+        params.update({f"j{index}_{key}": job[key] for key in JOB_KEYS})
+    for index, line in enumerate(lines):
+        params.update({f"l{index}_{key}": line[key] for key in LOG_KEYS})
+    created = statement.execute(connection, params, enabled=prepared).one()[0]
     if created != len(rows):
         raise RuntimeError(f"{len(rows) - created} new task id(s) already exist")
     events.clear()

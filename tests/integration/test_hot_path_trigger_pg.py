@@ -4,6 +4,7 @@ round trip on the way to the first activity), and a start skipping the aborts of
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy import select
 
 from tests.conftest import Harness
 from tests.integration.statements import Statements
-from worker.models import LogLine, StateEvent, Task, Trigger, Workflow
+from worker.models import Job, LogLine, StateEvent, Task, Trigger, Workflow
 from worker.states import TaskState
 from worker.transitions import FOLD_MAX_ROWS
 
@@ -183,32 +184,76 @@ def test_a_restart_with_open_tasks_still_aborts_them(pg_harness: Harness) -> Non
 
 
 def test_a_start_writes_its_first_task_last_with_its_event(pg_harness: Harness) -> None:
-    """Only the COMMIT separates a start's first task from its publication: the command, job,
-    log line and workflow event are written first, then the task and its event in one
-    statement (before: the task, its event, the command's update, the log line, COMMIT)."""
+    """Only the COMMIT separates a start's first task from its publication, and the start's
+    writes after its workflow's update take one statement: the job, the log line, the
+    workflow's event, the task and its event (before: one statement each but the last two).
+    Nothing was aborted: that COMMIT does not wait for the WAL flush."""
     name = pg_harness.save(start_then_end("last"), org=unique("org"))
     pg_harness.stub.published.clear()
     with Statements(pg_harness.db) as seen:
         command = pg_harness.engine.command(None, name, "start")
     assert command.state == "applied" and command.applied_at is not None
     sent = [statement for statement in seen.sent if not statement.startswith("PREPARE")]
-    assert sent[-1].startswith("EXECUTE carillon_new_1_1("), sent[-1]
-    assert not [statement for statement in sent if statement.startswith("INSERT INTO task")]
+    assert sent[-1].startswith("EXECUTE carillon_new_1_2_1_1_relaxed("), sent[-1]
+    for table in ("task", "job", "log_line", "state_event"):
+        assert not [statement for statement in sent if statement.startswith(f"INSERT INTO {table}")]
+    prepared = [statement for statement in seen.sent if statement.startswith("PREPARE")]
+    assert all("set_config('synchronous_commit', 'off', true)" in text for text in prepared)
     # submit: lock, pending commands, insert; apply: lock, pending, command, open tasks, the
-    # definition (read once per process), workflow, job, log line, workflow event, then the
-    # task with its event.
-    assert len(sent) == 13, [" ".join(statement.split()[:3]) for statement in sent]
+    # definition (read once per process), workflow, then job, log line, events and task.
+    assert len(sent) == 10, [" ".join(statement.split()[:3]) for statement in sent]
     assert len(pg_harness.stub.published) == 1
     with pg_harness.sessions() as s:
         start1 = s.scalars(
             select(Task).join(Workflow).where(Workflow.name == name, Task.activity == "start1")
         ).one()
+        job = s.get(Job, start1.job_id)
         logged = s.scalars(select(LogLine.message).where(LogLine.job_id == start1.job_id)).all()
+        workflow_events = s.execute(
+            select(StateEvent.from_state, StateEvent.to_state, StateEvent.at).where(
+                StateEvent.entity == "workflow", StateEvent.entity_id == str(start1.workflow_id)
+            )
+        ).all()
+    assert job is not None and job.origin == "start" and job.version == 1 and job.vars == {}
+    assert job.created_at <= start1.created_at  # the start, then its first tasks
     assert start1.state == TaskState.PENDING
     assert events_of(pg_harness, start1.id) == [(None, "pending")]
     assert logged == ["workflow started (version 1)"]
+    assert [(event[0], event[1]) for event in workflow_events] == [("edition", "started")]
     pg_harness.stub.drain()
     assert pg_harness.query(select(Workflow.state).where(Workflow.name == name)) == [("finished",)]
+
+
+def test_a_restart_that_aborts_waits_for_the_wal_flush(pg_harness: Harness, tmp_path: Path) -> None:
+    """A start that aborted an open run commits durably: lost, the old run would go on."""
+    body = {
+        "id": unique("durable"),
+        "onError": "suspend",
+        "activities": [
+            {"name": "start1", "type": "start", "transitions": {"done": "flaky1"}},
+            {"name": "flaky1", "type": "effect", "failUnlessFile": str(tmp_path / "never")},
+        ],
+    }
+    name = pg_harness.start(body, org=unique("org"))
+    pg_harness.stub.drain()  # flaky1 fails: the workflow is in error, its task failed (open)
+    assert pg_harness.query(select(Workflow.state).where(Workflow.name == name)) == [("error",)]
+    with Statements(pg_harness.db) as seen:
+        pg_harness.engine.command(None, name, "start")
+    sent = [statement for statement in seen.sent if not statement.startswith("PREPARE")]
+    assert sent[-1].startswith("EXECUTE carillon_new_1_"), sent[-1]
+    assert "_relaxed(" not in sent[-1]
+    with pg_harness.sessions() as s:
+        states = s.execute(
+            select(Task.activity, Task.state)
+            .join(Workflow)
+            .where(Workflow.name == name)
+            .order_by(Task.created_at)
+        ).all()
+    assert [tuple(row) for row in states] == [
+        ("start1", TaskState.DONE),
+        ("flaky1", TaskState.ABORTED),
+        ("start1", TaskState.PENDING),
+    ]
 
 
 def test_a_start_with_more_entries_than_one_statement_takes_writes_them_all(
