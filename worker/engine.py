@@ -392,6 +392,12 @@ class Engine:
         completion = hop.Completion(
             started, now, self.worker_name, list(outcome.outlets), plan.vars, plan.counts, lines
         )
+        # The successors are created when the hop writes them, by the database's clock, as
+        # its own completion is (and their rows are then plain ones: worker.hop._plain).
+        for row in rows:
+            row["created_at"] = row["updated_at"] = now
+            if row["finished_at"] is not None:
+                row["finished_at"] = now
         try:
             with self._autocommit() as connection:
                 if finishing:

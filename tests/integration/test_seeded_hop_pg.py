@@ -5,6 +5,7 @@ seed that does not match its row (or is not a seed at all) changing nothing by i
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import threading
 import uuid
@@ -87,7 +88,8 @@ def test_a_seeded_hop_is_one_statement_with_the_usual_rows(pg_harness: Harness) 
     a1 = new_id()
     with Statements(h.db) as seen:
         result = h.engine.run(a0, {"a1": a1}, seed)
-    assert [s.split("(", 1)[0] for s in seen.sent] == ["EXECUTE carillon_hop_1_0"]
+    # A plain successor: only its own columns are parameters (worker.hop._plain).
+    assert [s.split("(", 1)[0] for s in seen.sent] == ["EXECUTE carillon_hop_1_0_plain"]
     assert result.status == "done" and result.continue_chain and set(result.seeds) == {a1}
     done = task(h, a0)
     assert (done.state, done.attempt, done.worker, done.reason) == ("done", 1, "test", None)
@@ -100,7 +102,49 @@ def test_a_seeded_hop_is_one_statement_with_the_usual_rows(pg_harness: Harness) 
     ]
     successor = task(h, a1)
     assert (successor.state, successor.parent_id, successor.activity) == ("pending", a0, "a1")
+    assert (successor.job_id, successor.version, successor.workflow_id) == (
+        done.job_id,
+        done.version,
+        done.workflow_id,
+    )
+    assert successor.created_at == successor.updated_at == done.finished_at
     assert history(h, a1) == [(None, "pending", None)]
+
+
+def test_a_successor_that_is_not_plain_is_written_whole(pg_harness: Harness) -> None:
+    """A waiting successor (a wait, with its due time) is not a plain row: the hop sends all
+    its columns, and writes what the usual path would."""
+    h = pg_harness
+    a0, seed = first_hop(h, chain("noop", {"type": "wait", "duration": "1h"}))
+    a1 = new_id()
+    with Statements(h.db) as seen:
+        result = h.engine.run(a0, {"a1": a1}, seed)
+    assert [s.split("(", 1)[0] for s in seen.sent if s.startswith("EXECUTE")] == [
+        "EXECUTE carillon_hop_1_0"
+    ]
+    assert result.status == "done" and not result.continue_chain  # a1 is no pending link
+    with h.sessions() as s:
+        waiting = s.scalars(select(Task).where(Task.parent_id == a0)).one()
+    assert (waiting.state, waiting.activity) == ("waiting", "a1")
+    assert (waiting.reason or "").startswith("timer due at")
+    assert waiting.due_at is not None and waiting.due_at > waiting.created_at
+    assert history(h, waiting.id) == [(None, "waiting", None)]
+
+
+#: Every column of a workflow's tasks as PostgreSQL stores it (JSON text, NULL or not), but
+#: the ids and instants, which differ from run to run.
+STORED = text(
+    """
+    SELECT t.activity, t.activity_type, t.state, t.attempt, t.vars::text, t.counts::text,
+           t.outlets::text, t.outlets IS NULL, t.inputs::text, t.inputs IS NULL,
+           t.progress::text, t.progress IS NULL, t.reason, t.error, t.fired, t.attempt_base,
+           t.version, t.worker IS NULL, p.activity AS parent, t.job_id = p.job_id,
+           t.started_at IS NULL, t.finished_at IS NULL, t.heartbeat_at IS NULL,
+           t.due_at IS NULL, t.last_trigger_at IS NULL, t.updated_at >= t.created_at
+    FROM task t LEFT JOIN task p ON p.id = t.parent_id
+    WHERE t.workflow_id = :workflow_id ORDER BY t.activity
+    """
+)
 
 
 def test_a_started_workflow_publishes_its_first_task_with_its_seed(pg_harness: Harness) -> None:
@@ -113,7 +157,7 @@ def test_a_started_workflow_publishes_its_first_task_with_its_seed(pg_harness: H
     with Statements(h.db) as seen:
         h.stub.drain()
     executed = [statement for statement in seen.sent if statement.startswith("EXECUTE")]
-    assert executed[0].startswith("EXECUTE carillon_hop_1_0(")  # start1, from its seed
+    assert executed[0].startswith("EXECUTE carillon_hop_1_0_plain(")  # start1, from its seed
     assert task(h, start_id).state == "done"
 
 
@@ -150,13 +194,7 @@ def test_seeded_and_usual_runs_write_the_same_workflow(
         assert (hops > 0) is seeded
         with h.sessions() as s:
             workflow = s.scalars(select(Workflow).where(Workflow.name == name)).one()
-            rows = s.execute(
-                select(
-                    Task.activity, Task.state, Task.attempt, Task.vars, Task.inputs, Task.outlets
-                )
-                .where(Task.workflow_id == workflow.id)
-                .order_by(Task.activity)
-            ).all()
+            rows = s.execute(STORED, {"workflow_id": workflow.id}).all()
             events = sorted(
                 (e.to_state, e.from_state or "")
                 for e in s.execute(
@@ -176,7 +214,7 @@ def test_seeded_and_usual_runs_write_the_same_workflow(
     if what == "logs":
         assert any(value in line for line in lines)
     else:
-        assert next(row[3] for row in rows if row[0] == activity) == value
+        assert next(json.loads(row[4]) for row in rows if row[0] == activity) == value
 
 
 @pytest.mark.parametrize(
