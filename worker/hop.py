@@ -195,11 +195,9 @@ def claim_complete_and_create(
     """
     plain = all(_plain(row, task_id, fence, done) for row in rows)
     statement = _hop(len(rows), len(done.logs), plain)
-    written, created = statement.execute(
+    (written,) = statement.execute(
         connection, _hop_params(task_id, fence, done, rows, plain), enabled=prepared
     ).one()
-    if written and created != len(rows):
-        raise RuntimeError(f"task {task_id}: {len(rows) - created} successor row(s) not written")
     return bool(written)
 
 
@@ -322,55 +320,59 @@ def _hop(n_rows: int, n_logs: int, plain: bool = False) -> PreparedStatement:
         )
         # As the claim does (worker.transitions._CLAIM_RELAXED): no wait for the WAL flush.
         .returning(
-            TASK.c.id,
             TASK.c.workflow_id,
             func.set_config(_sql("'synchronous_commit'"), _sql("'off'"), _sql("true")),
         )
         .cte("done")
     )
+    # Each insert selects from `done`: nothing unless the task was done, and a row that
+    # cannot be written (an id taken) fails the whole statement. Nothing reads them back.
     insert_row = _insert_plain if plain else _insert_row
-    created = [
-        insert_row(f"t{i}", done)
-        .returning(TASK.c.id, TASK.c.workflow_id, TASK.c.state, TASK.c.created_at)
-        .cte(f"created{i}")
-        for i in range(n_rows)
-    ]
+    created = [insert_row(f"t{i}", done).cte(f"created{i}") for i in range(n_rows)]
     lines = [_insert_if_done(LOG, LOG_KEYS, f"l{i}", done).cte(f"line{i}") for i in range(n_logs)]
-    counted = select(
-        select(func.count()).select_from(done).scalar_subquery(),
-        sum(
-            (select(func.count()).select_from(cte).scalar_subquery() for cte in created),
-            _sql("0", Integer),
-        ),
-    ).add_cte(*created, _events(done, created), *lines)
-    return PreparedStatement(f"carillon_hop_{n_rows}_{n_logs}{'_plain' if plain else ''}", counted)
+    written = select(func.count()).select_from(done)
+    events = _events(done, n_rows, plain)
+    name = f"carillon_hop_{n_rows}_{n_logs}{'_plain' if plain else ''}"
+    return PreparedStatement(name, written.add_cte(*created, events, *lines))
 
 
-def _events(done: CTE, created: list[CTE]) -> CTE:
-    """The state events, from what the statement wrote: the claim and the completion of the
+def _events(done: CTE, n_rows: int, plain: bool) -> CTE:
+    """The state events, from the statement's values: the claim and the completion of the
     task (attempt 1), then each successor's creation, as the usual path records them."""
     text, number = String(16), Integer()
 
-    def event(source: CTE, from_state: Any, to_state: Any, attempt: Any, at: Any) -> Any:
+    def event(task_id: Any, from_state: Any, to_state: Any, attempt: Any, at: Any) -> Any:
         return select(
-            source.c.workflow_id,
+            done.c.workflow_id,
             _sql("'task'", String(8)),
-            source.c.id,
+            task_id,
             from_state,
             to_state,
             attempt,
             at,
         )
 
+    task_id = bindparam("h_task_id", type_=TASK.c.id.type)
     started = bindparam("h_started", type_=TASK.c.started_at.type)
     now = bindparam("h_now", type_=TASK.c.finished_at.type)
+
+    def creation(index: int) -> Any:
+        """A successor's creation: a plain one is pending from the hop's time (_insert_plain)."""
+        row_id = bindparam(f"t{index}_id", type_=TASK.c.id.type)
+        state = (
+            _sql(f"'{TaskState.PENDING.value}'", text)
+            if plain
+            else bindparam(f"t{index}_state", type_=TASK.c.state.type)
+        )
+        at = now if plain else bindparam(f"t{index}_created_at", type_=TASK.c.created_at.type)
+        return event(row_id, cast(null(), text), state, cast(null(), number), at)
+
     parts = [
-        event(done, _sql("'pending'", text), _sql("'running'", text), _sql("1", number), started),
-        event(done, _sql("'running'", text), _sql("'done'", text), _sql("1", number), now),
-        *(
-            event(row, cast(null(), text), row.c.state, cast(null(), number), row.c.created_at)
-            for row in created
+        event(
+            task_id, _sql("'pending'", text), _sql("'running'", text), _sql("1", number), started
         ),
+        event(task_id, _sql("'running'", text), _sql("'done'", text), _sql("1", number), now),
+        *(creation(index) for index in range(n_rows)),
     ]
     return insert(EVENT).from_select(list(EVENT_KEYS), union_all(*parts)).cte("logged")
 

@@ -5,6 +5,7 @@ seed that does not match its row (or is not a seed at all) changing nothing by i
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import math
 import threading
@@ -14,15 +15,17 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import Harness
 from tests.integration.conftest import wait_for
 from tests.integration.statements import Statements
-from worker import registry
+from worker import hop, registry
 from worker.activities.base import ActivityType, Context, Outcome
 from worker.errors import ActivityError
-from worker.hop import MAX_SEED_BYTES, SEED_KEYS
+from worker.hop import MAX_SEED_BYTES, SEED_KEYS, Seed
 from worker.models import LogLine, StateEvent, Task, Workflow, new_id
+from worker.transitions import with_defaults
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -129,6 +132,46 @@ def test_a_successor_that_is_not_plain_is_written_whole(pg_harness: Harness) -> 
     assert (waiting.reason or "").startswith("timer due at")
     assert waiting.due_at is not None and waiting.due_at > waiting.created_at
     assert history(h, waiting.id) == [(None, "waiting", None)]
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["plain", "whole"])
+def test_a_successor_id_already_taken_fails_the_whole_hop(pg_harness: Harness, plain: bool) -> None:
+    """Nothing of a hop is written when one of its rows cannot be: not the completion, not
+    the events (the statement reads no insert back to check it)."""
+    h = pg_harness
+    a0, raw = first_hop(h, chain("noop", "noop"))
+    seed = Seed.parse(raw)
+    assert seed is not None
+    fence = seed.fence()
+    assert fence is not None
+    now = dt.datetime.now(dt.UTC)
+    done = hop.Completion(now, now, "test", ["done"], {}, {}, [])
+    created = now if plain else now - dt.timedelta(seconds=1)  # not plain: another time
+    taken = with_defaults(
+        {
+            "id": a0,  # its own id: taken
+            "workflow_id": seed.workflow_id,
+            "job_id": seed.job_id,
+            "parent_id": a0,
+            "activity": "a1",
+            "activity_type": "noop",
+            "version": seed.version,
+            "state": "pending",
+            "attempt": 0,
+            "vars": {},
+            "counts": {},
+            "created_at": created,
+            "updated_at": created,
+        }
+    )
+    assert hop._plain(taken, a0, fence, done) is plain
+    with h.db.connect() as connection:
+        connection.connection.dbapi_connection.autocommit = True
+        with pytest.raises(IntegrityError):
+            hop.claim_complete_and_create(connection, a0, fence, done, [taken])
+        connection.connection.dbapi_connection.autocommit = False
+    assert task(h, a0).state == "pending"
+    assert history(h, a0) == [(None, "pending", None)]
 
 
 #: Every column of a workflow's tasks as PostgreSQL stores it (JSON text, NULL or not), but
