@@ -166,10 +166,11 @@ def test_a_successor_id_already_taken_fails_the_whole_hop(pg_harness: Harness, p
     )
     assert hop._plain(taken, a0, fence, done) is plain
     with h.db.connect() as connection:
-        connection.connection.dbapi_connection.autocommit = True
+        driver: Any = connection.connection.dbapi_connection
+        driver.autocommit = True  # as Engine._autocommit runs it
         with pytest.raises(IntegrityError):
             hop.claim_complete_and_create(connection, a0, fence, done, [taken])
-        connection.connection.dbapi_connection.autocommit = False
+        driver.autocommit = False
     assert task(h, a0).state == "pending"
     assert history(h, a0) == [(None, "pending", None)]
 
