@@ -45,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.selectable import CTE
 
 from worker import finish
+from worker.db import json_text
 from worker.prepared import PreparedStatement, execute_together
 from worker.states import TaskState, WorkflowState
 from worker.transitions import EVENT, EVENT_KEYS, LOG, LOG_KEYS, TASK, TASK_KEYS, WORKFLOW
@@ -159,7 +160,10 @@ class Seed:
 
 
 def _json_text(value: Any) -> str:
-    """`value` as SQLAlchemy's JSON type writes it (json.dumps); NaN and infinities refused."""
+    """`value` as the JSON columns' serializer writes it (worker.db.json_text); NaN and
+    infinities refused."""
+    if value is None or (not value and type(value) is dict):
+        return json_text(value)
     return json.dumps(value, allow_nan=False)
 
 
