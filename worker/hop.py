@@ -39,6 +39,7 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
+    tuple_,
     union_all,
     update,
 )
@@ -290,17 +291,36 @@ def _sql(text: str, type_: Any = None) -> Any:
 def _hop(n_rows: int, n_logs: int, plain: bool = False) -> PreparedStatement:
     """The hop statement for one shape, built and prepared once (`plain`: every successor
     row is a plain one, its other columns written from the completion, see _plain)."""
+    # The row is found by its id alone; what the seed says of it is compared as one row
+    # value, which no index serves. As separate equalities, PostgreSQL's generic plan of
+    # this statement took the (workflow, activity, created) index and read every task of
+    # that activity in the workflow on every hop: thousands for a signal triggered
+    # thousands of times, and more with each trigger.
+    fenced = tuple_(
+        TASK.c.state,
+        TASK.c.attempt,
+        TASK.c.workflow_id,
+        TASK.c.version,
+        TASK.c.job_id,
+        TASK.c.activity,
+        cast(TASK.c.vars, Text),
+        cast(TASK.c.counts, Text),
+        cast(TASK.c.inputs, Text),
+    )
+    seeded = tuple_(
+        _sql(f"'{TaskState.PENDING.value}'"),
+        _sql("0"),
+        bindparam("h_workflow_id", type_=TASK.c.workflow_id.type),
+        bindparam("h_version", type_=TASK.c.version.type),
+        bindparam("h_job_id", type_=TASK.c.job_id.type),
+        bindparam("h_activity", type_=TASK.c.activity.type),
+        bindparam("h_vars", type_=Text),
+        bindparam("h_counts", type_=Text),
+        bindparam("h_inputs", type_=Text),
+    )
     claimable = and_(
         TASK.c.id == bindparam("h_task_id"),
-        TASK.c.state == _sql(f"'{TaskState.PENDING.value}'"),
-        TASK.c.attempt == _sql("0"),
-        TASK.c.workflow_id == bindparam("h_workflow_id"),
-        TASK.c.version == bindparam("h_version"),
-        TASK.c.job_id == bindparam("h_job_id"),
-        TASK.c.activity == bindparam("h_activity"),
-        cast(TASK.c.vars, Text) == bindparam("h_vars", type_=Text),
-        cast(TASK.c.counts, Text) == bindparam("h_counts", type_=Text),
-        cast(TASK.c.inputs, Text) == bindparam("h_inputs", type_=Text),
+        fenced.is_not_distinct_from(seeded),
         exists().where(
             WORKFLOW.c.id == TASK.c.workflow_id,
             WORKFLOW.c.state == _sql(f"'{WorkflowState.STARTED.value}'"),

@@ -175,6 +175,33 @@ def test_a_successor_id_already_taken_fails_the_whole_hop(pg_harness: Harness, p
     assert history(h, a0) == [(None, "pending", None)]
 
 
+@pytest.mark.parametrize("shape", [(1, 0, True), (1, 0, False), (0, 0, False)])
+def test_a_hop_reads_its_task_by_id_alone_in_a_generic_plan(
+    pg_harness: Harness, shape: tuple[int, int, bool]
+) -> None:
+    """PostgreSQL runs a prepared statement with a generic plan; in it, the hop must read its
+    task through the primary key. With the seed's values as separate equalities it took the
+    (workflow, activity, created) index and read every task of that activity in the
+    workflow, on every hop (a never-analyzed table, as this test database's)."""
+    form = hop._hop(*shape)._form(pg_harness.db.dialect)
+    name = f"plan_check_{'_'.join(str(int(part)) for part in shape)}"
+    prepare = form.prepare.replace(f"PREPARE {hop._hop(*shape).name}", f"PREPARE {name}", 1)
+    nulls = ", ".join(["NULL"] * len(form.names))
+    with pg_harness.db.connect() as connection:
+        connection.exec_driver_sql(prepare)
+        try:
+            connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+            plan = connection.exec_driver_sql(f"EXPLAIN EXECUTE {name}({nulls})").scalars().all()
+        finally:
+            connection.rollback()
+            connection.exec_driver_sql(f"DEALLOCATE {name}")
+    lines = [line.strip() for line in plan]
+    scans = [line for line in lines if "Scan" in line and " on task" in line]
+    assert scans and all("Index Scan using pk_task on task" in scan for scan in scans), lines
+    conditions = [line for line in lines if line.startswith("Index Cond:") and "(id)" in line]
+    assert conditions and all("AND" not in condition for condition in conditions), lines
+
+
 #: Every column of a workflow's tasks as PostgreSQL stores it (JSON text, NULL or not), but
 #: the ids and instants, which differ from run to run.
 STORED = text(
