@@ -318,13 +318,18 @@ def _hop(n_rows: int, n_logs: int, plain: bool = False) -> PreparedStatement:
         bindparam("h_counts", type_=Text),
         bindparam("h_inputs", type_=Text),
     )
-    claimable = and_(
-        TASK.c.id == bindparam("h_task_id"),
-        fenced.is_not_distinct_from(seeded),
-        exists().where(
-            WORKFLOW.c.id == TASK.c.workflow_id,
+    # The workflow is the seed's (the fence checks it): read once, not joined to the task,
+    # whose join order (by workflow id) gave the planner an index scan of the whole table.
+    started = (
+        exists()
+        .where(
+            WORKFLOW.c.id == bindparam("h_workflow_id", type_=TASK.c.workflow_id.type),
             WORKFLOW.c.state == _sql(f"'{WorkflowState.STARTED.value}'"),
-        ),
+        )
+        .correlate_except(WORKFLOW)
+    )
+    claimable = and_(
+        TASK.c.id == bindparam("h_task_id"), fenced.is_not_distinct_from(seeded), started
     )
     done = (
         update(TASK)
