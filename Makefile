@@ -71,6 +71,7 @@ smtp-sink:
 
 bench: $(STAMP) smtp-sink
 	$(BENCH_ENV) $(BIN)/python bench/engine_overhead.py
+	$(BENCH_ENV) $(BIN)/python bench/hop_scaling.py
 	$(BENCH_ENV) $(BIN)/python bench/api_trigger.py
 	$(BENCH_ENV) $(BIN)/python bench/data.py
 	$(BENCH_ENV) $(BIN)/python -m bench.delivery
