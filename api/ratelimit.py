@@ -130,6 +130,10 @@ class RedisStore:
         )
         return bool(int(allowed)), float(wait)
 
+    def close(self) -> None:
+        """Close the store's Redis connections (a process's limiter lives as long as it)."""
+        self._client.close()
+
 
 class Limiter:
     """Takes a token per request; a store that fails lets the request through."""

@@ -340,10 +340,12 @@ def test_a_limiter_backend_that_is_down_lets_requests_through(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Port 9 on loopback: nothing listens, the connection is refused at once.
-    limiter = Limiter(Limit(1, 1.0, "1/second"), RedisStore("redis://127.0.0.1:9/0"))
+    store = RedisStore("redis://127.0.0.1:9/0")
+    limiter = Limiter(Limit(1, 1.0, "1/second"), store)
     with caplog.at_level(logging.WARNING, logger="api.ratelimit"):
         for _ in range(5):
             limiter.check("k")  # no 429, no exception
+    store.close()
     assert [r for r in caplog.records if "rate limiter unavailable" in r.getMessage()]
     assert len(caplog.records) == 1  # one line per outage, not one per request
 
