@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from tests.conftest import Harness
 from tests.integration.statements import Statements
-from worker.models import Job, LogLine, StateEvent, Task, Trigger, Workflow
+from worker.models import Command, Job, LogLine, StateEvent, Task, Trigger, Workflow
 from worker.states import TaskState
 from worker.transitions import FOLD_MAX_ROWS
 
@@ -222,6 +222,35 @@ def test_a_start_writes_its_first_task_last_with_its_event(pg_harness: Harness) 
     assert [(event[0], event[1]) for event in workflow_events] == [("edition", "started")]
     pg_harness.stub.drain()
     assert pg_harness.query(select(Workflow.state).where(Workflow.name == name)) == [("finished",)]
+
+
+def test_a_start_the_database_lost_is_applied_again_by_the_tick(pg_harness: Harness) -> None:
+    """What a crash of PostgreSQL that loses a relaxed start leaves behind: its command pending
+    (the submit committed durably), no job, task, event or log line of it, and its first
+    message published. That message changes nothing; the tick applies the command again."""
+    name = pg_harness.save(start_then_end("lost"), org=unique("org"))
+    pg_harness.stub.published.clear()
+    command = pg_harness.engine.command(None, name, "start")
+    assert len(pg_harness.stub.published) == 1
+    with pg_harness.sessions() as s, s.begin():  # the apply's transaction, as if never written
+        workflow = s.scalars(select(Workflow).where(Workflow.name == name)).one()
+        s.execute(delete(Job).where(Job.workflow_id == workflow.id))  # its tasks cascade
+        s.execute(delete(LogLine).where(LogLine.workflow_id == workflow.id))
+        s.execute(delete(StateEvent).where(StateEvent.workflow_id == workflow.id))
+        s.execute(
+            update(Workflow)
+            .where(Workflow.id == workflow.id)
+            .values(state="edition", running_version=None, started_at=None)
+        )
+        s.execute(
+            update(Command).where(Command.id == command.id).values(state="pending", applied_at=None)
+        )
+    assert pg_harness.stub.drain() == 1  # the lost start's first message: its task is missing
+    assert pg_harness.query(select(Task.id).join(Workflow).where(Workflow.name == name)) == []
+    assert pg_harness.engine.tick()["commands"] == 1
+    pg_harness.stub.drain()
+    assert pg_harness.query(select(Workflow.state).where(Workflow.name == name)) == [("finished",)]
+    assert pg_harness.query(select(Command.state).where(Command.id == command.id)) == [("applied",)]
 
 
 def test_a_restart_that_aborts_waits_for_the_wal_flush(pg_harness: Harness, tmp_path: Path) -> None:
