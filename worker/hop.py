@@ -318,8 +318,8 @@ def _hop(n_rows: int, n_logs: int, plain: bool = False) -> PreparedStatement:
         bindparam("h_counts", type_=Text),
         bindparam("h_inputs", type_=Text),
     )
-    # The workflow is the seed's (the fence checks it): read once, not joined to the task,
-    # whose join order (by workflow id) gave the planner an index scan of the whole table.
+    # The workflow is the seed's (the fence checks that it is the task's): its state is read
+    # once by that id (an InitPlan), not joined to the task row by row.
     started = (
         exists()
         .where(
