@@ -49,7 +49,18 @@ from worker import finish
 from worker.db import json_text
 from worker.prepared import PreparedStatement, execute_together
 from worker.states import TaskState, WorkflowState
-from worker.transitions import EVENT, EVENT_KEYS, LOG, LOG_KEYS, TASK, TASK_KEYS, WORKFLOW
+from worker.transitions import (
+    EVENT,
+    EVENT_KEYS,
+    LOG,
+    LOG_KEYS,
+    TASK,
+    TASK_KEYS,
+    WORKFLOW,
+    relaxed_commit,
+    row_binds,
+    row_params,
+)
 
 #: A seed larger than this (serialised) is not sent: the successor claims as usual. Vars
 #: travel in the message then, and a broker message is no place for a large document.
@@ -274,10 +285,8 @@ def _hop_params(
         "h_out_vars": done.vars,
         "h_out_counts": done.counts,
     }
-    for index, row in enumerate(rows):
-        params.update({f"t{index}_{key}": row[key] for key in (PLAIN_KEYS if plain else TASK_KEYS)})
-    for index, line in enumerate(done.logs):
-        params.update({f"l{index}_{key}": line.get(key) for key in LOG_KEYS})
+    params.update(row_params("t", rows, PLAIN_KEYS if plain else TASK_KEYS))
+    params.update(row_params("l", done.logs, LOG_KEYS))
     return params
 
 
@@ -350,7 +359,7 @@ def _hop(n_rows: int, n_logs: int, plain: bool = False) -> PreparedStatement:
         # As the claim does (worker.transitions._CLAIM_RELAXED): no wait for the WAL flush.
         .returning(
             TASK.c.workflow_id,
-            func.set_config(_sql("'synchronous_commit'"), _sql("'off'"), _sql("true")),
+            relaxed_commit(),
         )
         .cte("done")
     )
@@ -414,7 +423,7 @@ def _insert_row(prefix: str, done: CTE) -> Any:
 def _insert_plain(prefix: str, done: CTE) -> Any:
     """A plain successor row (_plain): PLAIN_KEYS bound, the rest from the completion's
     parameters and the defaults; inserted only if the task was done."""
-    own = {key: bindparam(f"{prefix}_{key}", type_=TASK.c[key].type) for key in PLAIN_KEYS}
+    own = row_binds(TASK, PLAIN_KEYS, prefix)
     now = bindparam("h_now", type_=TASK.c.created_at.type)
     passed_on = {
         "workflow_id": bindparam("h_workflow_id", type_=TASK.c.workflow_id.type),
@@ -444,9 +453,7 @@ def _constant(key: str, value: Any) -> Any:
 
 def _insert_if_done(table: Any, keys: tuple[str, ...], prefix: str, done: CTE) -> Any:
     """INSERT of one row of bound values, selected from `done`: no row unless it updated."""
-    values = select(
-        *(bindparam(f"{prefix}_{key}", type_=table.c[key].type) for key in keys)
-    ).select_from(done)
+    values = select(*row_binds(table, keys, prefix).values()).select_from(done)
     return insert(table).from_select(list(keys), values)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, cast
 
@@ -36,6 +36,32 @@ EVENT = cast(Table, StateEvent.__table__)
 WORKFLOW = cast(Table, Workflow.__table__)
 LOG = cast(Table, LogLine.__table__)
 JOB = cast(Table, Job.__table__)
+
+
+def relaxed_commit() -> Any:
+    """set_config(synchronous_commit, off) for the statement's transaction alone: its COMMIT
+    returns before the WAL reaches the disk. Written as constants: a bound value would be one
+    more parameter of every EXECUTE."""
+    return func.set_config(
+        literal_column("'synchronous_commit'"), literal_column("'off'"), literal_column("true")
+    )
+
+
+def row_binds(table: Table, keys: Iterable[str], prefix: str) -> dict[str, Any]:
+    """A bound parameter per column of `keys`, named <prefix>_<column>, typed as the column."""
+    return {key: bindparam(f"{prefix}_{key}", type_=table.c[key].type) for key in keys}
+
+
+def row_params(
+    prefix: str, rows: Iterable[Mapping[str, Any]], keys: Iterable[str]
+) -> dict[str, Any]:
+    """The values of rows for row_binds(..., f"{prefix}{i}"): <prefix><i>_<column>, a column
+    a row does not hold as None."""
+    return {
+        f"{prefix}{index}_{key}": row.get(key) for index, row in enumerate(rows) for key in keys
+    }
+
+
 #: Which rows a claim may take: pending, or running with a stale heartbeat and attempts left,
 #: and only while the workflow is started.
 _CLAIMABLE = and_(
@@ -90,9 +116,7 @@ _CLAIM = (
 #: synchronous commits (delivery logs before a send, a long activity's completion), and a
 #: synchronous commit flushes all the WAL before it, this claim included. SQLite's
 #: `synchronous=NORMAL` (worker/db.py) makes the same trade on the embedded default.
-_CLAIM_RELAXED = _CLAIM.returning(
-    func.set_config("synchronous_commit", "off", True).label("relaxed")
-)
+_CLAIM_RELAXED = _CLAIM.returning(relaxed_commit().label("relaxed"))
 #: The claim of a quick activity on PostgreSQL (claim, run and complete in one transaction):
 #: the same rows, but only locked and read, with the lock the UPDATE would take (FOR NO KEY
 #: UPDATE). Its completion then writes running and done in one UPDATE (_COMPLETE_CLAIMING):
@@ -103,7 +127,7 @@ _LOCK = (
     select(
         *(c for c in _CLAIMED_COLUMNS if c is not TASK.c.attempt),
         (TASK.c.attempt + 1).label("attempt"),
-        func.set_config("synchronous_commit", "off", True).label("relaxed"),
+        relaxed_commit().label("relaxed"),
     )
     .where(_CLAIMABLE)
     .with_for_update(of=TASK, key_share=True)
@@ -464,32 +488,23 @@ def _new_rows(
     lines = [_insert_values(LOG, LOG_KEYS, f"l{i}").cte(f"line{i}") for i in range(n_lines)]
     columns = [count]
     if relaxed:
-        # Local to the transaction: its COMMIT returns before the WAL reaches the disk.
-        off: list[Any] = [
-            literal_column(text) for text in ("'synchronous_commit'", "'off'", "true")
-        ]
-        columns.append(func.set_config(*off))
+        columns.append(relaxed_commit())
     name = f"carillon_new_{n_rows}_{n_events}_{n_jobs}_{n_lines}{'_relaxed' if relaxed else ''}"
     return PreparedStatement(name, select(*columns).add_cte(*jobs, *lines, *created, *logged))
 
 
 def _insert_values(table: Table, keys: tuple[str, ...], prefix: str) -> Any:
     """A one-row INSERT of `keys`, row values named <prefix>_<column>."""
-    return insert(table).values(
-        {key: bindparam(f"{prefix}_{key}", type_=table.c[key].type) for key in keys}
-    )
+    return insert(table).values(row_binds(table, keys, prefix))
 
 
 def _insert_params(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, Any]:
     """The values of _inserts' CTEs: row i's columns as t{i}_<column>, event i's as
     e{i}_<column>."""
-    params: dict[str, Any] = {}
-    for index, row in enumerate(rows):
-        values = with_defaults(row)
-        params.update({f"t{index}_{key}": values[key] for key in TASK_KEYS})
-    for index, event in enumerate(events):
-        params.update({f"e{index}_{key}": event.get(key) for key in EVENT_KEYS})
-    return params
+    return {
+        **row_params("t", (with_defaults(row) for row in rows), TASK_KEYS),
+        **row_params("e", events, EVENT_KEYS),
+    }
 
 
 def _inserts(n_rows: int, n_events: int) -> tuple[list[CTE], Any, list[CTE]]:
@@ -503,7 +518,7 @@ def _inserts(n_rows: int, n_events: int) -> tuple[list[CTE], Any, list[CTE]]:
         # ON CONFLICT DO NOTHING: a fenced attempt may find its successors created by the
         # attempt that owns the task; it rolls back on `done` = 0 instead of failing here.
         pg_insert(TASK)
-        .values({key: bindparam(f"t{i}_{key}", type_=TASK.c[key].type) for key in TASK_KEYS})
+        .values(row_binds(TASK, TASK_KEYS, f"t{i}"))
         .on_conflict_do_nothing()
         .returning(TASK.c.id)
         .cte(f"created{i}")
@@ -660,11 +675,11 @@ def record_new_tasks_last(
         return
     events.extend(created_event(row) for row in rows)
     statement = _new_rows(len(rows), len(events), len(jobs), len(lines), relaxed)
-    params = _insert_params(rows, events)
-    for index, job in enumerate(jobs):
-        params.update({f"j{index}_{key}": job[key] for key in JOB_KEYS})
-    for index, line in enumerate(lines):
-        params.update({f"l{index}_{key}": line[key] for key in LOG_KEYS})
+    params = {
+        **_insert_params(rows, events),
+        **row_params("j", jobs, JOB_KEYS),
+        **row_params("l", lines, LOG_KEYS),
+    }
     created = statement.execute(connection, params, enabled=prepared).one()[0]
     if created != len(rows):
         raise RuntimeError(f"{len(rows) - created} new task id(s) already exist")

@@ -19,13 +19,6 @@ def test_json_text_is_what_json_dumps_writes(value: Any) -> None:
     assert json_text(value) == json.dumps(value)
 
 
-def test_a_dict_subclass_is_not_taken_for_an_empty_dict() -> None:
-    class Ordered(dict[str, Any]):
-        pass
-
-    assert json_text(Ordered()) == json.dumps(Ordered()) == "{}"
-
-
 def test_engines_write_json_columns_with_it(tmp_path: Any) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'j.db'}")
     try:
