@@ -8,6 +8,11 @@ Makefile points them at the local Redis and PostgreSQL). Per hop = (completion o
 
 --poll-ms (10) sets how often the harness looks for a finished run, on both sides.
 
+On PostgreSQL a third side runs too, interleaved with the two: the durable floor, a raw
+Celery chain whose every task commits one row (one INSERT, no wait for the WAL flush, as a
+hop commits). No engine that writes each activity's state before the next one runs can go
+below it; its ratio to the raw chain says how much of the goal that write alone takes.
+
 The last line is JSON: engine_hop_ms, celery_hop_ms, ratio, trigger_p50_ms, trigger_p99_ms.
 """
 
@@ -109,11 +114,18 @@ def main() -> int:
     from celery import chain
     from sqlalchemy import bindparam, delete, select
 
-    from bench.app import raw_noop
+    from bench.app import raw_insert, raw_noop
     from worker import catalog
     from worker.models import Task, Workflow
 
     sessions, engine, home = bench.sessions, bench.engine, bench.home
+    floored = engine.settings.database_url.startswith("postgresql")
+    if floored:
+        with sessions.kw["bind"].begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE IF NOT EXISTS bench_floor (run text NOT NULL, at timestamptz)"
+            )
+            conn.exec_driver_sql("TRUNCATE bench_floor")
     bench.start_worker(args.concurrency)
     try:
         stamp = f"{int(time.time())}"
@@ -157,9 +169,12 @@ def main() -> int:
             last = max(r.finished_at for r in rows if r.activity == "end1")
             return (last - first).total_seconds() * 1000 / HOPS
 
-        def celery_run() -> float:
-            links = [raw_noop.si() for _ in range(HOPS - 1)]
-            links.append(raw_noop.si().set(ignore_result=False))
+        def celery_run(floor: bool = False) -> float:
+            if floor:
+                links = [raw_insert.si(stamp) for _ in range(HOPS)]
+            else:
+                links = [raw_noop.si() for _ in range(HOPS)]
+            links[-1] = links[-1].set(ignore_result=False)
             published = dt.datetime.now(dt.UTC)
             result = chain(*links).apply_async()
             deadline = time.monotonic() + 60
@@ -175,15 +190,19 @@ def main() -> int:
             result.forget()
             return (done - published).total_seconds() * 1000 / HOPS
 
-        # Warm up both paths (connections, imports, definition caches) before measuring.
+        # Warm up every path (connections, imports, definition caches) before measuring.
         for _ in range(3):
             engine_run()
             celery_run()
-        engine_hops, celery_hops = [], []
+            if floored:
+                celery_run(floor=True)
+        engine_hops, celery_hops, floor_hops = [], [], []
         links.clear()  # the warm-up runs' are not figures
-        for _ in range(args.runs):  # interleaved, so both see the same machine load
+        for _ in range(args.runs):  # interleaved, so all see the same machine load
             engine_hops.append(engine_run())
             celery_hops.append(celery_run())
+            if floored:
+                floor_hops.append(celery_run(floor=True))
 
         engine.command(None, signal_name, "start")
         latencies = []
@@ -225,6 +244,13 @@ def main() -> int:
     )
     print(f"celery hop  median {celery_hop:.2f} ms  (p90 {percentile(celery_hops, 0.9):.2f})")
     print(f"ratio engine/celery {figures['ratio']:.2f}  (goal <= 1.5)")
+    if floor_hops:
+        floor_hop = statistics.median(floor_hops)
+        print(
+            f"durable floor (raw chain, one committed INSERT per task) median {floor_hop:.2f} ms:"
+            f" {floor_hop / celery_hop:.2f}x the raw hop; the engine is "
+            f"{engine_hop / floor_hop:.2f}x the floor"
+        )
     print(
         f"trigger -> first activity p50 {figures['trigger_p50_ms']:.1f} ms, "
         f"p99 {figures['trigger_p99_ms']:.1f} ms  (goal p99 < 50)"
