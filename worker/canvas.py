@@ -131,7 +131,7 @@ def segment_links(
     return links
 
 
-def publish(links: list[Signature]) -> None:
+def publish(links: list[Signature], producer: Any = None) -> None:
     """Publish a segment's links (segment_links) as Celery's chain would.
 
     A plain sequence goes out as `chain.apply_async` sends it, its first link's message
@@ -139,12 +139,22 @@ def publish(links: list[Signature]) -> None:
     link (twice: when built, when run) and an id, root and reply queue frozen into each, which
     the worker sets again on every hop anyway. That was ~0.6 ms of a start's or a trigger's
     ~1 ms publication (10 links). A group or a chord goes through `chain`.
+
+    `producer`: the kombu producer to publish a plain sequence through (worker.follow holds
+    its messages in a batch); a group or a chord never takes it (see forks()).
     """
-    if any(isinstance(link, group | chord) for link in links):
+    if forks(links):
         _as_canvas(links).apply_async()
         return
     first, *rest = links
-    first.apply_async(chain=rest[::-1] or None)  # the next link last, as Celery keeps them
+    # The next link last, as Celery keeps them.
+    first.apply_async(chain=rest[::-1] or None, producer=producer)
+
+
+def forks(links: list[Signature]) -> bool:
+    """Whether a segment's links hold a group or a chord: Celery publishes their members
+    through producers of its own, so they cannot be held in a caller's batch."""
+    return any(isinstance(link, group | chord) for link in links)
 
 
 def _fork(
@@ -202,14 +212,26 @@ def seed_next(remaining: list[Any] | None, seeds: Mapping[str, dict[str, Any]]) 
     """
     if not remaining:
         return
-    following = remaining[-1]
-    if not isinstance(following, dict) or following.get("task") != RUN_ACTIVITY:
-        return  # a group or chord comes next: its members are not seeded
-    args = following.get("args") or ()
-    if args and isinstance(args[0], str) and args[0] in seeds:
-        seed = seeds[args[0]]
-        following["kwargs"] = {**(following.get("kwargs") or {}), "seed": seed}
-        following["options"] = {**(following.get("options") or {}), "kwargsrepr": seed_repr(seed)}
+    following = seeded_link(remaining[-1], seeds)
+    if following is not None:
+        remaining[-1] = following
+
+
+def seeded_link(link: Any, seeds: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """A chain link (a signature dict) of run_activity with the seed of the task it runs,
+    if `seeds` has one (a copy: `link` is left as it is); None for any other link (a group,
+    a chord, another task)."""
+    if not isinstance(link, dict) or link.get("task") != RUN_ACTIVITY:
+        return None
+    args = link.get("args") or ()
+    if not (args and isinstance(args[0], str) and args[0] in seeds):
+        return dict(link)
+    seed = seeds[args[0]]
+    return {
+        **link,
+        "kwargs": {**(link.get("kwargs") or {}), "seed": seed},
+        "options": {**(link.get("options") or {}), "kwargsrepr": seed_repr(seed)},
+    }
 
 
 def seed_repr(seed: Mapping[str, Any]) -> str:

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -36,6 +36,7 @@ from worker.errors import (
 )
 from worker.heartbeat import Heartbeat
 from worker.hop import NO_SESSION, Seed
+from worker.hopwire import HopWire
 from worker.models import (
     Command,
     IdempotencyKey,
@@ -99,6 +100,33 @@ class Dispatcher(Protocol):
 
     def apply_commands(self, workflow_id: int) -> None:
         """Ask a worker to apply the workflow's recorded commands."""
+
+
+class HeldLink(Protocol):
+    """Messages built and held until the state they follow from committed."""
+
+    #: Whether the segments asked for are held (else the engine publishes them after commit).
+    segments: bool
+
+    def send(self) -> None:
+        """Let it go (its predecessor's state committed)."""
+
+    def drop(self) -> None:
+        """Discard it (its predecessor wrote nothing)."""
+
+
+class Follower(Protocol):
+    """The chain a run_activity message carries on (worker.follow.NextLink on Celery)."""
+
+    def hold(
+        self,
+        seeds: Mapping[str, dict[str, Any]],
+        segments: Sequence[tuple[Definition, str, str]] = (),
+    ) -> HeldLink | None:
+        """Build the chain's next message with its seed and the `segments` (definition,
+        activity, task id) to publish, without sending them; None when they cannot be held
+        (the link is then published after the task, as Celery does, the segments after
+        commit)."""
 
 
 @dataclass
@@ -239,6 +267,7 @@ class Engine:
         self._orgs: dict[int, int] = {}
         self._next_key_sweep = utcnow()
         self._seeds_on: bool | None = None
+        self._wire: HopWire | None = None
 
     @contextmanager
     def _transaction(self, effects: _Effects) -> Iterator[Session]:
@@ -277,17 +306,23 @@ class Engine:
     # ----------------------------------------------------------------- running a task
 
     def run(
-        self, task_id: str, chained: dict[str, str] | None = None, seed: Any = None
+        self,
+        task_id: str,
+        chained: dict[str, str] | None = None,
+        seed: Any = None,
+        follow: Follower | None = None,
     ) -> RunResult:
         """Claim, execute and complete one task; idempotent for duplicate messages.
 
         With the `seed` its predecessor sent, a pure quick activity may take the seeded hop
-        (worker.hop); whatever that cannot do, the usual claim below does.
+        (worker.hop); whatever that cannot do, the usual claim below does. `follow`, the
+        chain the message carries on, lets a seeded hop build the next message while its
+        statement runs (worker.follow).
         """
         chained = chained or {}
         if seed is not None and self._seeding():
             parsed = Seed.parse(seed)
-            seeded = self._run_seeded(task_id, chained, parsed) if parsed else None
+            seeded = self._run_seeded(task_id, chained, parsed, follow) if parsed else None
             if seeded is not None:
                 return seeded
         effects = _Effects()
@@ -355,7 +390,9 @@ class Engine:
             )
         return self._seeds_on
 
-    def _run_seeded(self, task_id: str, chained: dict[str, str], seed: Seed) -> RunResult | None:
+    def _run_seeded(
+        self, task_id: str, chained: dict[str, str], seed: Seed, follow: Follower | None = None
+    ) -> RunResult | None:
         """A pure quick activity run from its seed and written in one statement (worker.hop);
         None, with nothing written, whenever the usual claim must decide instead: another type
         of activity, an outcome that is more than "done, go on", or a row that is no longer
@@ -398,19 +435,25 @@ class Engine:
             row["created_at"] = row["updated_at"] = now
             if row["finished_at"] is not None:
                 row["finished_at"] = now
+        # Decided before the write (it depends on the plan alone): the chain's next message
+        # can then be built while the statement runs.
+        continue_chain = self._chain_on(definition, plan.created, chained, rows, effects)
         try:
-            with self._autocommit() as connection:
-                if finishing:
+            if finishing:
+                with self._autocommit() as connection:
                     done, _ = hop.claim_complete_and_finish(connection, task_id, fence, completion)
-                else:
-                    done = hop.claim_complete_and_create(
-                        connection,
-                        task_id,
-                        fence,
-                        completion,
-                        [with_defaults(row) for row in rows],
-                        prepared=self.settings.prepared_statements,
-                    )
+                held = None
+            else:
+                full_rows = [with_defaults(row) for row in rows]
+                publishes = continue_chain or bool(effects.publish)
+                done, held = self._write_hop(
+                    task_id,
+                    fence,
+                    completion,
+                    full_rows,
+                    follow if publishes else None,
+                    effects,
+                )
         except Exception as exc:
             if is_outage(exc):
                 raise  # retried as any claim would be: nothing was written
@@ -420,10 +463,77 @@ class Engine:
         if not done:
             return None
         log.debug("task %s: seeded hop", task_id)
+        if held is not None:
+            if self.settings.failpoint.startswith("after_commit_before_publish"):
+                _crash_once(self.settings.failpoint)
+            held.send()
+            if held.segments:
+                effects.publish.clear()  # sent with the link
         effects.signals.extend(outcome.signals)
-        continue_chain = self._chain_on(definition, plan.created, chained, rows, effects)
         self._after_commit(effects)
         return RunResult("done", continue_chain, effects.seeds)
+
+    def _write_hop(
+        self,
+        task_id: str,
+        fence: dict[str, Any],
+        completion: hop.Completion,
+        rows: list[dict[str, Any]],
+        follow: Follower | None,
+        effects: _Effects,
+    ) -> tuple[bool, HeldLink | None]:
+        """Write a seeded hop with successors: (whether it wrote, what it publishes held
+        until now, if `follow` could hold it).
+
+        With a follower, the statement goes out on this process's hop wire, and the chain's
+        next message and the segments of `effects` are built while PostgreSQL runs it
+        (worker.follow): they wait for the answer, and are dropped if it wrote nothing.
+        """
+        wire = self._hop_wire() if follow is not None else None
+        if wire is None or follow is None:
+            with self._autocommit() as connection:
+                written = hop.claim_complete_and_create(
+                    connection,
+                    task_id,
+                    fence,
+                    completion,
+                    rows,
+                    prepared=self.settings.prepared_statements,
+                )
+            return written, None
+        statement, params = hop.create_statement(task_id, fence, completion, rows)
+        pending = wire.send(statement, params)
+        try:
+            held = follow.hold(effects.seeds, effects.publish)
+        except BaseException:
+            wire.close()  # its answer is never read: the connection is not reused
+            raise
+        try:
+            row = pending.row()
+        except BaseException:
+            if held is not None:
+                held.drop()
+            raise
+        written = bool(row and row[0])
+        if not written and held is not None:
+            held.drop()
+            held = None
+        return written, held
+
+    def _hop_wire(self) -> HopWire | None:
+        """This process's hop wire (worker.hopwire): PostgreSQL through psycopg2 with
+        prepared statements on, else None (the statement then goes through the pool)."""
+        if self._wire is None:
+            bind = self.session.kw.get("bind")
+            if (
+                not self.settings.prepared_statements
+                or bind is None
+                or bind.dialect.name != "postgresql"
+                or bind.dialect.driver != "psycopg2"
+            ):
+                return None
+            self._wire = HopWire(bind)
+        return self._wire
 
     def _seeded_plan(
         self,

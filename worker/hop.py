@@ -209,12 +209,19 @@ def claim_complete_and_create(
     `rows` must be complete task rows (every TASK_KEYS column). A successor id that already
     exists fails the whole statement (nothing written): it cannot, while the task is pending.
     """
+    statement, params = create_statement(task_id, fence, done, rows)
+    (written,) = statement.execute(connection, params, enabled=prepared).one()
+    return bool(written)
+
+
+def create_statement(
+    task_id: str, fence: dict[str, Any], done: Completion, rows: list[dict[str, Any]]
+) -> tuple[PreparedStatement, dict[str, Any]]:
+    """claim_complete_and_create's statement and parameters, for a caller that sends it
+    itself (worker.hopwire); its one row's one column is 1 if it wrote, else 0."""
     plain = all(_plain(row, task_id, fence, done) for row in rows)
     statement = _hop(len(rows), len(done.logs), plain)
-    (written,) = statement.execute(
-        connection, _hop_params(task_id, fence, done, rows, plain), enabled=prepared
-    ).one()
-    return bool(written)
+    return statement, _hop_params(task_id, fence, done, rows, plain)
 
 
 def claim_complete_and_finish(

@@ -80,18 +80,27 @@ class PreparedStatement:
         self, connection: Connection, form: _Form, params: Mapping[str, Any]
     ) -> tuple[Any, ...]:
         """The values of one EXECUTE, the statement prepared on this connection first."""
-        missing = form.required.difference(params)
-        if missing:
-            raise ValueError(f"{self.name}: no value for {', '.join(sorted(missing))}")
+        values = self.values(form, params)
         prepared: set[str] = connection.connection.info.setdefault(_INFO_KEY, set())
         if self.name not in prepared:
             connection.exec_driver_sql(form.prepare)
             prepared.add(self.name)
+        return values
+
+    def values(self, form: _Form, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The values of one EXECUTE of `form` (its processors applied, defaults filled)."""
+        missing = form.required.difference(params)
+        if missing:
+            raise ValueError(f"{self.name}: no value for {', '.join(sorted(missing))}")
         values = []
         for key, process in zip(form.names, form.processors, strict=True):
             value = params[key] if key in params else form.defaults[key]
             values.append(value if process is None else process(value))
         return tuple(values)
+
+    def form(self, dialect: Dialect) -> _Form:
+        """The statement as prepared on `dialect`: its PREPARE and EXECUTE texts."""
+        return self._form(dialect)
 
     def _form(self, dialect: Dialect) -> _Form:
         key = dialect.name

@@ -11,6 +11,7 @@ from celery import Celery, Task
 
 from worker import canvas
 from worker.definitions import Definition
+from worker.follow import NextLink
 from worker.models import new_id
 from worker.outage import full_jitter, is_outage
 from worker.queues import CONTROL_QUEUE
@@ -120,8 +121,10 @@ def register_tasks(app: Celery) -> None:
     ) -> str:
         from worker import runtime
 
+        # What a seeded hop publishes, built while its statement runs (worker.follow).
+        follow = NextLink(self.app, self.request)
         try:
-            result = runtime.engine().run(task_id, chained or {}, seed)
+            result = runtime.engine().run(task_id, chained or {}, seed, follow)
         except Exception as exc:
             if not is_outage(exc):
                 raise

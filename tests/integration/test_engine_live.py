@@ -262,6 +262,41 @@ def test_a_crash_between_commit_and_publish_is_repaired_by_the_tick(
         stack.start_worker("w1")
 
 
+def test_a_crash_between_a_hop_s_commit_and_its_held_push_is_repaired_by_the_tick(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """F12 on the seeded hop's path (worker.follow): a worker that dies once after a hop
+    committed, before it pushed the next link it held (on PostgreSQL + Redis; the embedded
+    default dies at the end of its first segment, before publishing the next one)."""
+    marker = tmp_path / "crashed-hop"
+    stack.kill("w1", signal.SIGTERM)
+    stack.start_worker("w1", CARILLON_FAILPOINT=f"after_commit_before_publish@{marker}")
+    try:
+        names = ["start1", "a1", "a2", "a3", "a4", "end1"]
+        name = stack.save(
+            {
+                "id": unique("crashhop"),
+                "activities": [
+                    {
+                        "name": activity,
+                        "type": "start" if index == 0 else "end" if activity == "end1" else "noop",
+                        **({"transitions": {"done": names[index + 1]}} if index < 5 else {}),
+                    }
+                    for index, activity in enumerate(names)
+                ],
+            }
+        )
+        stack.engine.command(None, name, "start")
+        stack.wait_state(name, "finished", timeout=90)
+        assert marker.exists()
+        done = sorted(row.activity for row in task_rows(stack, name) if row.state == "done")
+        assert done == sorted(names)  # each activity done once
+        check_invariants(stack, name)
+    finally:
+        stack.kill("w1", signal.SIGTERM)
+        stack.start_worker("w1")
+
+
 def test_an_external_signal_with_the_seeds_parameters_reaches_its_end(stack: Stack) -> None:
     name = stack.save(
         {

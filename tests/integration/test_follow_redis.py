@@ -1,0 +1,300 @@
+"""What a seeded hop publishes, held until its statement committed (worker.follow), on real
+Redis: nothing reaches a queue while held, exactly the message Celery's chain would have sent
+once released, nothing at all when dropped; and an engine hop on PostgreSQL that releases the
+next link only when its statement wrote."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from sqlalchemy import select, update
+
+from tests.conftest import Harness
+from tests.integration.conftest import REDIS_URL, unavailable
+from worker import canvas, definitions
+from worker.celery_app import create_celery
+from worker.config import Settings
+from worker.engine import Engine
+from worker.follow import NextLink
+from worker.models import Task, Workflow, new_id
+from worker.tasks import CeleryDispatcher
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+SEQUENCE = definitions.parse(
+    {
+        "id": "followSequence",
+        "activities": [
+            {"name": "start1", "type": "start", "transitions": {"done": "a"}},
+            {"name": "a", "type": "noop", "transitions": {"done": "b"}},
+            {"name": "b", "type": "noop", "transitions": {"done": "end1"}},
+            {"name": "end1", "type": "end"},
+        ],
+    }
+)
+FORKING = definitions.parse(
+    {
+        "id": "followFork",
+        "activities": [
+            {"name": "start1", "type": "start", "transitions": {"done": "fork1"}},
+            {"name": "fork1", "type": "fork", "transitions": {"done": ["a1", "b1"]}},
+            {"name": "a1", "type": "noop", "transitions": {"done": "end1"}},
+            {"name": "b1", "type": "noop", "transitions": {"done": "end2"}},
+            {"name": "end1", "type": "end"},
+            {"name": "end2", "type": "end"},
+        ],
+    }
+)
+#: Where run_activity messages of noop and end activities go (worker.canvas.queue_for).
+QUEUE = canvas.queue_for(SEQUENCE, "a")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[tuple[Celery, redis.Redis]]:
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.flushdb()
+    except Exception as exc:
+        unavailable(f"Redis at {REDIS_URL}: {exc}")
+    settings = Settings(
+        home=tmp_path, database_url="sqlite://", broker_url=REDIS_URL, result_backend=REDIS_URL
+    ).resolved()
+    app = create_celery(settings)
+    yield app, client
+    app.close()
+    client.flushdb()
+    client.close()
+
+
+def link(definition: Any, activity: str, task_id: str) -> dict[str, Any]:
+    """A chain link as Celery keeps it in a running task's request (a plain dict)."""
+    return json.loads(json.dumps(canvas.link(definition, activity, task_id, {})))
+
+
+def request(*chain: dict[str, Any]) -> SimpleNamespace:
+    return SimpleNamespace(
+        id=new_id(), root_id="root-1", chain=list(chain) or None, delivery_info={}
+    )
+
+
+def queued(client: redis.Redis, queue: str = QUEUE) -> list[tuple[dict[str, Any], Any]]:
+    """(headers, body) of the messages waiting in `queue`, oldest first."""
+    found = []
+    for raw in reversed(client.lrange(queue, 0, -1)):
+        envelope = json.loads(raw)
+        body = json.loads(base64.b64decode(envelope["body"]))
+        found.append((envelope["headers"], body))
+    return found
+
+
+SEED = {
+    "workflow_id": 7,
+    "version": 1,
+    "job_id": "job-1",
+    "activity": "b",
+    "vars": {"k": 1},
+    "counts": {},
+    "inputs": None,
+}
+
+
+def test_the_next_link_is_held_until_sent_then_is_what_celery_would_send(
+    broker: tuple[Celery, redis.Redis],
+) -> None:
+    app, client = broker
+    later, following = link(SEQUENCE, "end1", "t-later"), link(SEQUENCE, "b", "t-next")
+    running = request(later, following)
+    held = NextLink(app, running).hold({"t-next": SEED})
+    assert held is not None and not held.segments
+    assert queued(client) == []  # built, not pushed
+    assert running.chain == [later, following]  # untouched until sent
+    held.send()
+    ((headers, (args, kwargs, embed)),) = queued(client)
+    assert headers["id"] == "t-next" and headers["task"] == canvas.RUN_ACTIVITY
+    assert (headers["parent_id"], headers["root_id"]) == (running.id, "root-1")
+    assert args == ["t-next", {}] and kwargs == {"seed": SEED}
+    assert "'k'" not in headers["kwargsrepr"]  # what Flower shows: never the vars
+    assert embed["chain"] == [later]  # the rest of the chain rides along, as Celery's does
+    assert running.chain is None  # Celery must not publish the link again
+
+
+def test_a_dropped_link_is_never_pushed_and_the_chain_stays(
+    broker: tuple[Celery, redis.Redis],
+) -> None:
+    app, client = broker
+    following = link(SEQUENCE, "b", "t-next")
+    running = request(following)
+    held = NextLink(app, running).hold({"t-next": SEED})
+    assert held is not None
+    held.drop()
+    assert queued(client) == []
+    assert running.chain == [following] and "seed" not in following["kwargs"]
+    # A link published afterwards goes out alone: the dropped one did not linger in a batch.
+    canvas.publish([canvas.link(SEQUENCE, "a", "t-other")])
+    assert [headers["id"] for headers, _ in queued(client)] == ["t-other"]
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        [],
+        [{"task": "other.task", "args": ["x"], "kwargs": {}, "options": {}}],
+        [dict(canvas.compile_segment(FORKING, "fork1", "t-fork", new_id).tasks[-1])],
+        ["junk"],
+    ],
+    ids=["no-chain", "other-task", "chord-or-group", "junk"],
+)
+def test_with_nothing_to_hold_nothing_is_built(
+    broker: tuple[Celery, redis.Redis], chain: list[Any]
+) -> None:
+    app, client = broker
+    running = request(*chain)
+    before = json.dumps(running.chain)
+    assert NextLink(app, running).hold({"x": SEED}) is None
+    assert json.dumps(running.chain) == before
+    assert client.keys("carillon.*") == []
+
+
+def test_new_segments_are_held_with_the_link_and_pushed_together(
+    broker: tuple[Celery, redis.Redis],
+) -> None:
+    app, client = broker
+    running = request()  # the last link of its segment: no chain left
+    seed = {**SEED, "activity": "a"}
+    held = NextLink(app, running).hold({"t-a": seed}, [(SEQUENCE, "a", "t-a")])
+    assert held is not None and held.segments
+    assert queued(client) == []
+    held.send()
+    ((headers, (_args, kwargs, embed)),) = queued(client)
+    assert headers["id"] == "t-a" and kwargs == {"seed": seed}
+    # The segment goes on to b (its id chosen now), as the engine's own publish does.
+    assert [step["args"][0] for step in embed["chain"]] != []
+    assert embed["chain"][-1]["kwargs"] == {}
+
+
+def test_a_segment_that_forks_is_left_to_the_engine(broker: tuple[Celery, redis.Redis]) -> None:
+    app, client = broker
+    forking = [(FORKING, "fork1", "t-fork")]
+    assert NextLink(app, request()).hold({}, forking) is None
+    following = link(SEQUENCE, "b", "t-next")
+    held = NextLink(app, request(following)).hold({}, forking)
+    assert held is not None and not held.segments  # the link alone is held
+    held.send()
+    assert [headers["id"] for headers, _ in queued(client)] == ["t-next"]
+    assert sum(client.llen(key) for key in client.keys("carillon.*")) == 1
+
+
+def test_a_broker_that_cannot_hold_a_message_gets_nothing_early(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path,
+        database_url="sqlite://",
+        broker_url="memory://",
+        result_backend="cache+memory://",
+    ).resolved()
+    app = create_celery(settings)
+    following = link(SEQUENCE, "b", "t-next")
+    running = request(following)
+    assert NextLink(app, running).hold({"t-next": SEED}, [(SEQUENCE, "a", "t-a")]) is None
+    assert running.chain == [following]
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        assert channel.queue_declare(queue=QUEUE, passive=False).message_count == 0
+    app.close()
+
+
+# ----------------------------------------------------------------- through the engine
+
+
+@pytest.fixture
+def hop_engine(
+    pg_harness: Harness, broker: tuple[Celery, redis.Redis]
+) -> Iterator[tuple[Harness, Engine, Celery, redis.Redis]]:
+    app, client = broker
+    engine = Engine(
+        pg_harness.settings, pg_harness.sessions, CeleryDispatcher(app), worker_name="follow"
+    )
+    yield pg_harness, engine, app, client
+
+
+def started_chain(h: Harness) -> tuple[str, dict[str, Any]]:
+    """A started start1 -> a -> b -> end1 workflow whose start1 ran: (a's id, its seed)."""
+    body = {
+        "id": f"follow{uuid.uuid4().hex[:10]}",
+        "activities": [
+            {"name": "start1", "type": "start", "transitions": {"done": "a"}},
+            {"name": "a", "type": "noop", "transitions": {"done": "b"}},
+            {"name": "b", "type": "noop", "transitions": {"done": "end1"}},
+            {"name": "end1", "type": "end"},
+        ],
+    }
+    name = h.start(body, org=f"org{uuid.uuid4().hex[:8]}")
+    h.stub.queue.clear()
+    with h.sessions() as s:
+        start_id = s.scalar(select(Task.id).join(Workflow).where(Workflow.name == name))
+    a = new_id()
+    result = h.engine.run(start_id, {"a": a})
+    assert result.continue_chain
+    return a, result.seeds[a]
+
+
+class Watching(NextLink):
+    """A NextLink that records the queue and the hop's task row when it builds."""
+
+    def __init__(self, app: Celery, running: Any, client: redis.Redis) -> None:
+        super().__init__(app, running)
+        self.client = client
+        self.seen: list[int] = []
+
+    def hold(self, seeds: Any, segments: Any = ()) -> Any:
+        held = super().hold(seeds, segments)
+        self.seen.append(len(queued(self.client)))
+        return held
+
+
+def test_an_engine_hop_releases_the_next_link_once_its_statement_wrote(
+    hop_engine: tuple[Harness, Engine, Celery, redis.Redis],
+) -> None:
+    h, engine, app, client = hop_engine
+    a, seed = started_chain(h)
+    b = new_id()
+    running = request(link(SEQUENCE, "end1", new_id()), link(SEQUENCE, "b", b))
+    watching = Watching(app, running, client)
+    result = engine.run(a, {"b": b}, seed, watching)
+    assert result.status == "done" and result.continue_chain
+    assert watching.seen == [0]  # built while the statement ran, not pushed
+    ((headers, (_args, kwargs, _)),) = queued(client)
+    assert headers["id"] == b and kwargs["seed"] == result.seeds[b]
+    assert running.chain is None
+    with h.sessions() as s:
+        assert s.get(Task, a).state == "done"
+        assert s.get(Task, b).state == "pending"
+
+
+def test_a_hop_that_wrote_nothing_drops_what_it_held(
+    hop_engine: tuple[Harness, Engine, Celery, redis.Redis],
+) -> None:
+    h, engine, app, client = hop_engine
+    a, seed = started_chain(h)
+    with h.sessions() as s, s.begin():  # the workflow was paused since the seed was sent
+        workflow_id = s.scalar(select(Task.workflow_id).where(Task.id == a))
+        s.execute(update(Workflow).where(Workflow.id == workflow_id).values(state="paused"))
+    b = new_id()
+    following = link(SEQUENCE, "b", b)
+    running = request(following)
+    watching = Watching(app, running, client)
+    result = engine.run(a, {"b": b}, seed, watching)
+    assert watching.seen == [0]  # it was built...
+    assert queued(client) == []  # ...and dropped: the usual path decided instead
+    assert not result.continue_chain and running.chain == [following]
+    with h.sessions() as s:
+        assert s.get(Task, a).state == "held"
+        assert s.get(Task, b) is None

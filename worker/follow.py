@@ -1,0 +1,134 @@
+"""What a seeded hop publishes (next link, new segments), built while its statement runs.
+
+When a run_activity task returns, Celery publishes its chain's next link itself: it builds and
+serialises the message, then pushes it to the broker. For a seeded hop (worker.hop) the engine
+does that earlier, in the time PostgreSQL takes to run the hop's statement (worker.hopwire):
+the message is built into a kombu publish batch, which holds the broker's push until the
+batch is flushed, and the batch is flushed only once the statement has committed, or dropped
+if it wrote nothing. State first, then enqueue, as before; the building no longer waits.
+
+Only a broker whose channel buffers publishes (kombu's Redis transport) can hold a message:
+elsewhere a publish goes out at once, so nothing is built early and Celery goes on as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+from celery import Celery, signature
+
+from worker import canvas
+from worker.definitions import Definition
+from worker.models import new_id
+
+log = logging.getLogger(__name__)
+
+
+class _Dropped(Exception):
+    """Leaves a publish batch by its exceptional exit: kombu then discards what it holds."""
+
+
+class NextLink:
+    """What the run_activity task whose `request` this is publishes once its hop committed:
+    its chain's next link, and new segments where its chain ends (worker.canvas)."""
+
+    def __init__(self, app: Celery, request: Any) -> None:
+        self.app = app
+        self.request = request
+
+    def hold(
+        self,
+        seeds: Mapping[str, dict[str, Any]],
+        segments: Sequence[tuple[Definition, str, str]] = (),
+    ) -> Held | None:
+        """Build and hold the chain's next link (with its seed, if any) and a new segment for
+        each (definition, activity, task id) of `segments`; None when there is nothing to
+        hold: no next link and no segment, or a broker that cannot hold a message (the next
+        link is then published after the task, as Celery does, and the segments after the
+        commit, as the engine does). Segments that fork are not held (Held.segments False)."""
+        remaining = self.request.chain
+        following = canvas.seeded_link(remaining[-1], seeds) if remaining else None
+        if following is None and not segments:
+            return None
+        stack = ExitStack()
+        try:
+            producer = stack.enter_context(self.app.producer_or_acquire())
+            compiled = [
+                canvas.segment_links(definition, activity, task_id, new_id, seeds.get(task_id))
+                for definition, activity, task_id in segments
+            ]
+            if any(canvas.forks(links) for links in compiled):
+                compiled = []  # a group's members go out through their own producers
+            if not _holds(producer) or (following is None and not compiled):
+                stack.close()
+                return None
+            batch = stack.enter_context(producer.batch())
+            if compiled:
+                self.app.set_current()  # segment links resolve their app through it
+            if following is not None:
+                self._publish_next(following, remaining[:-1], producer)
+            for links in compiled:
+                canvas.publish(links, producer)
+        except Exception:
+            # Nothing left: Celery publishes the link after the task, and the engine the
+            # segments after the commit, as they would have.
+            stack.__exit__(_Dropped, _Dropped(), None)
+            log.debug("could not hold what %s publishes", self.request.id, exc_info=True)
+            return None
+        return Held(self.request if following is not None else None, stack, batch, bool(compiled))
+
+    def _publish_next(self, following: dict[str, Any], rest: list[Any], producer: Any) -> None:
+        """Publish the chain's next link as Celery's tracer does once a task returns."""
+        priority = None
+        if self.app.conf.task_inherit_parent_priority:
+            priority = (self.request.delivery_info or {}).get("priority")
+        signature(following, app=self.app).apply_async(
+            chain=rest,
+            parent_id=self.request.id,
+            root_id=self.request.root_id or self.request.id,
+            priority=priority,
+            producer=producer,
+        )
+
+
+class Held:
+    """Messages built and held until the state they follow from committed."""
+
+    def __init__(self, request: Any, stack: ExitStack, batch: Any, segments: bool) -> None:
+        #: The task request whose chain's next link is held (None: no link held).
+        self._request = request
+        self._stack = stack
+        self._batch = batch
+        #: Whether the segments asked for are held (the engine must not publish them again).
+        self.segments = segments
+
+    def send(self) -> None:
+        """Push the messages to the broker; the task's chain is then done with (Celery must
+        not publish its link again). A broker that refuses them delays the successors, whose
+        rows are committed: the tick publishes pending tasks again."""
+        if self._request is not None:
+            self._request.chain = None
+        try:
+            self._stack.close()  # the batch's normal exit flushes it
+        except Exception as exc:
+            log.warning("could not publish the next tasks; the tick will: %s", exc)
+
+    def drop(self) -> None:
+        """Discard the messages; the task's chain stays as it was."""
+        try:
+            self._stack.__exit__(_Dropped, _Dropped(), None)
+        except Exception:  # discarding held pushes cannot fail the run
+            log.debug("dropping held messages failed", exc_info=True)
+
+
+def _holds(producer: Any) -> bool:
+    """Whether `producer`'s channel buffers publishes in a batch (kombu >= 5.7, Redis)."""
+    channel = producer.channel
+    return (
+        hasattr(producer, "batch")
+        and getattr(channel, "create_publish_batch", None) is not None
+        and bool(getattr(channel, "supports_batch_publish", True))
+    )
