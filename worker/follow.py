@@ -56,13 +56,16 @@ class NextLink:
         stack = ExitStack()
         try:
             producer = stack.enter_context(self.app.producer_or_acquire())
+            if not _holds(producer):
+                stack.close()
+                return None
             compiled = [
                 canvas.segment_links(definition, activity, task_id, new_id, seeds.get(task_id))
                 for definition, activity, task_id in segments
             ]
             if any(canvas.forks(links) for links in compiled):
                 compiled = []  # a group's members go out through their own producers
-            if not _holds(producer) or (following is None and not compiled):
+            if following is None and not compiled:
                 stack.close()
                 return None
             batch = stack.enter_context(producer.batch())

@@ -52,7 +52,7 @@ class HopWire:
         sent = form.prepare
         try:
             if statement.name not in self._prepared:
-                cursor.execute(form.prepare)
+                cursor.execute(form.prepare, ())  # (): psycopg2 turns its '%%' into '%'
                 wait_select(connection)
                 self._prepared.add(statement.name)
             sent = form.execute

@@ -19,6 +19,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     literal,
+    literal_column,
     select,
     text,
 )
@@ -74,6 +75,18 @@ def test_the_statement_is_prepared_on_the_wire_s_own_connection(pg: Engine) -> N
     assert names == ("hopwire_echo,hopwire_names",)
     with pg.connect() as other:  # the pool's connections prepared nothing
         assert other.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar() == 0
+    wire.close()
+
+
+def test_a_percent_sign_in_a_statement_stays_one(pg: Engine) -> None:
+    wire = HopWire(pg)
+    percent = PreparedStatement(
+        "hopwire_percent",
+        select(
+            literal_column("'5%'"), literal_column("'a' LIKE 'a%'"), bindparam("n", type_=Integer)
+        ),
+    )
+    assert wire.send(percent, {"n": 3}).row() == ("5%", True, 3)
     wire.close()
 
 
