@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
 from typing import Any
 
 from celery import Celery, signature
@@ -53,11 +52,16 @@ class NextLink:
         following = canvas.seeded_link(remaining[-1], seeds) if remaining else None
         if following is None and not segments:
             return None
-        stack = ExitStack()
         try:
-            producer = stack.enter_context(self.app.producer_or_acquire())
+            pooled = self.app.producer_or_acquire()
+            producer = pooled.__enter__()
+        except Exception:  # the broker is unreachable: Celery and the engine will say so
+            log.debug("no producer to hold what %s publishes", self.request.id, exc_info=True)
+            return None
+        batch = None
+        try:
             if not _holds(producer):
-                stack.close()
+                pooled.__exit__(None, None, None)
                 return None
             compiled = [
                 canvas.segment_links(definition, activity, task_id, new_id, seeds.get(task_id))
@@ -66,22 +70,27 @@ class NextLink:
             if any(canvas.forks(links) for links in compiled):
                 compiled = []  # a group's members go out through their own producers
             if following is None and not compiled:
-                stack.close()
+                pooled.__exit__(None, None, None)
                 return None
-            batch = stack.enter_context(producer.batch())
+            batch = producer.batch()
+            batch.__enter__()
             if compiled:
                 self.app.set_current()  # segment links resolve their app through it
             if following is not None:
                 self._publish_next(following, remaining[:-1], producer)
             for links in compiled:
                 canvas.publish(links, producer)
-        except Exception:
+        except Exception as exc:
             # Nothing left: Celery publishes the link after the task, and the engine the
-            # segments after the commit, as they would have.
-            stack.__exit__(_Dropped, _Dropped(), None)
+            # segments after the commit, as they would have. The producer goes back with
+            # the error: kombu does not pool a connection that may be broken.
+            if batch is not None:
+                batch.__exit__(_Dropped, _Dropped(), None)
+            pooled.__exit__(type(exc), exc, exc.__traceback__)
             log.debug("could not hold what %s publishes", self.request.id, exc_info=True)
             return None
-        return Held(self.request if following is not None else None, stack, batch, bool(compiled))
+        link_of = self.request if following is not None else None
+        return Held(link_of, pooled, batch, bool(compiled))
 
     def _publish_next(self, following: dict[str, Any], rest: list[Any], producer: Any) -> None:
         """Publish the chain's next link as Celery's tracer does once a task returns."""
@@ -100,10 +109,11 @@ class NextLink:
 class Held:
     """Messages built and held until the state they follow from committed."""
 
-    def __init__(self, request: Any, stack: ExitStack, batch: Any, segments: bool) -> None:
+    def __init__(self, request: Any, pooled: Any, batch: Any, segments: bool) -> None:
         #: The task request whose chain's next link is held (None: no link held).
         self._request = request
-        self._stack = stack
+        #: The pooled producer's context and its publish batch's, both entered.
+        self._pooled = pooled
         self._batch = batch
         #: Whether the segments asked for are held (the engine must not publish them again).
         self.segments = segments
@@ -115,16 +125,23 @@ class Held:
         if self._request is not None:
             self._request.chain = None
         try:
-            self._stack.close()  # the batch's normal exit flushes it
+            self._batch.__exit__(None, None, None)  # a normal exit flushes the batch
         except Exception as exc:
+            self._pooled.__exit__(type(exc), exc, exc.__traceback__)
             log.warning("could not publish the next tasks; the tick will: %s", exc)
+            return
+        self._pooled.__exit__(None, None, None)
 
     def drop(self) -> None:
         """Discard the messages; the task's chain stays as it was."""
         try:
-            self._stack.__exit__(_Dropped, _Dropped(), None)
+            self._batch.__exit__(_Dropped, _Dropped(), None)  # discards what it holds
         except Exception:  # discarding held pushes cannot fail the run
             log.debug("dropping held messages failed", exc_info=True)
+        # A drop is no broker error: the producer goes back as it is. Leaving its context
+        # with an exception makes kombu open a new connection (and declare the queues
+        # again) for the next publish: ~4 ms instead of ~0.5, measured.
+        self._pooled.__exit__(None, None, None)
 
 
 def _holds(producer: Any) -> bool:

@@ -143,6 +143,25 @@ def test_a_dropped_link_is_never_pushed_and_the_chain_stays(
     assert [headers["id"] for headers, _ in queued(client)] == ["t-other"]
 
 
+def test_dropping_keeps_the_broker_connection_for_the_next_publish(
+    broker: tuple[Celery, redis.Redis],
+) -> None:
+    """A drop is no broker error: leaving the pooled producer with an exception made kombu
+    open a new connection (and declare the queues again) for every publish after it."""
+    app, client = broker
+    canvas.publish([canvas.link(SEQUENCE, "a", "t-warm")])  # the pool's connection is open
+    opened = client.info("stats")["total_connections_received"]
+    for index in range(20):
+        held = NextLink(app, request(link(SEQUENCE, "b", f"t-{index}"))).hold({})
+        assert held is not None
+        held.drop()
+        canvas.publish([canvas.link(SEQUENCE, "a", f"t-after-{index}")])
+    # 20 drops and 20 publishes on the connections already open (other clients of this
+    # Redis may connect meanwhile: far fewer than one per drop).
+    assert client.info("stats")["total_connections_received"] - opened < 10
+    assert len(queued(client)) == 21
+
+
 @pytest.mark.parametrize(
     "chain",
     [
