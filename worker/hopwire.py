@@ -26,10 +26,6 @@ from sqlalchemy.exc import DBAPIError
 
 from worker.prepared import PreparedStatement
 
-#: Connections a forked child inherited: never used, never closed (closing one would end
-#: its parent's session on the server), only kept from the garbage collector.
-_INHERITED: list[Any] = []
-
 
 class HopWire:
     """One asynchronous connection to `engine`'s database, for this process's hops."""
@@ -65,13 +61,14 @@ class HopWire:
         """Close this process's connection, if open (the next send opens another)."""
         connection, self._connection = self._connection, None
         self._prepared = set()
+        # A parent's connection is left alone: closing it would end the parent's session on
+        # the server (psycopg2 itself does not close it when a child lets it go).
         if connection is not None and self._pid == os.getpid() and not connection.closed:
             connection.close()
 
     def _connect(self) -> Any:
         if self._connection is not None and self._pid != os.getpid():
-            _INHERITED.append(self._connection)  # the parent's: leave it to the parent
-            self._connection, self._prepared = None, set()
+            self._connection, self._prepared = None, set()  # the parent's (see close)
         if self._connection is None or self._connection.closed:
             dialect = self._engine.dialect
             args, kwargs = dialect.create_connect_args(self._engine.url)

@@ -3,6 +3,7 @@ SQLAlchemy's (a lost connection an outage), a new connection after any error and
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -150,6 +151,8 @@ def test_a_unique_violation_comes_out_as_an_integrity_error(pg: Engine) -> None:
 
 
 def _child_pids(wire: HopWire, queue: multiprocessing.Queue) -> None:
+    wire.close()  # the parent's connection: neither closed nor left to the garbage collector
+    gc.collect()
     queue.put((os.getpid(), backend_pid(wire)))
 
 
