@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import threading
 from typing import Any
 
 from worker.celery_app import app
 
 __all__ = ["app", "raw_insert", "raw_noop"]
-
-#: This process's connection for raw_insert (psycopg2, opened on first use: after the fork).
-_connection: list[Any] = []
-_lock = threading.Lock()
 
 
 @app.task(name="bench.raw_noop", shared=False)
@@ -25,14 +21,13 @@ def raw_insert(run: str) -> None:
     """A raw task that records itself durably in the least a database can do: one row, one
     autocommit INSERT, no wait for the WAL flush (as a Carillon hop commits). A chain of these
     is the floor of any engine that writes each activity's state before the next one runs."""
-    with _lock:
-        if not _connection:
-            _connection.append(_connect())
-        with _connection[0].cursor() as cursor:
-            cursor.execute("INSERT INTO bench_floor VALUES (%s, clock_timestamp())", (run,))
+    with _connection().cursor() as cursor:
+        cursor.execute("INSERT INTO bench_floor VALUES (%s, clock_timestamp())", (run,))
 
 
-def _connect() -> Any:
+@functools.cache
+def _connection() -> Any:
+    """This process's connection for raw_insert (opened on first use: after the fork)."""
     import psycopg2
     from sqlalchemy.engine import make_url
 

@@ -72,7 +72,7 @@ class PreparedStatement:
         """Rows of the statement run with `params` (only the tuples' values are processed)."""
         if not enabled or connection.dialect.name != "postgresql":
             return connection.execute(self.statement, dict(params))
-        form = self._form(connection.dialect)
+        form = self.form(connection.dialect)
         values = self._ready(connection, form, params)
         return _run(connection, form.execute, values, form.columns)
 
@@ -99,10 +99,7 @@ class PreparedStatement:
         return tuple(values)
 
     def form(self, dialect: Dialect) -> _Form:
-        """The statement as prepared on `dialect`: its PREPARE and EXECUTE texts."""
-        return self._form(dialect)
-
-    def _form(self, dialect: Dialect) -> _Form:
+        """The statement as prepared on `dialect`: its PREPARE and EXECUTE texts (built once)."""
         key = dialect.name
         form = self._forms.get(key)
         if form is None:
@@ -165,7 +162,7 @@ def execute_together(
     values: list[Any] = []
     columns: tuple[Any, ...] = ()
     for statement, params in steps:
-        form = statement._form(connection.dialect)
+        form = statement.form(connection.dialect)
         values.extend(statement._ready(connection, form, params))
         texts.append(form.execute)
         columns = form.columns  # the last statement's: its rows are the answer

@@ -195,9 +195,10 @@ def test_new_segments_are_held_with_the_link_and_pushed_together(
     held.send()
     ((headers, (_args, kwargs, embed)),) = queued(client)
     assert headers["id"] == "t-a" and kwargs == {"seed": seed}
-    # The segment goes on to b (its id chosen now), as the engine's own publish does.
-    assert [step["args"][0] for step in embed["chain"]] != []
-    assert embed["chain"][-1]["kwargs"] == {}
+    # The segment goes on to b then end1 (ids chosen now; the next link last, as Celery
+    # keeps them), unseeded, as the engine's own publish sends it.
+    assert [list(step["args"][1]) for step in embed["chain"]] == [[], ["end1"]]
+    assert [step["kwargs"] for step in embed["chain"]] == [{}, {}]
 
 
 def test_a_segment_that_forks_is_left_to_the_engine(broker: tuple[Celery, redis.Redis]) -> None:
@@ -272,7 +273,7 @@ def started_chain(h: Harness) -> tuple[str, dict[str, Any]]:
 
 
 class Watching(NextLink):
-    """A NextLink that records the queue and the hop's task row when it builds."""
+    """A NextLink that records how many messages were queued right after it built its own."""
 
     def __init__(self, app: Celery, running: Any, client: redis.Redis) -> None:
         super().__init__(app, running)

@@ -172,7 +172,7 @@ def test_a_forked_child_opens_its_own_connection_and_leaves_its_parent_s(pg: Eng
     wire.close()
 
 
-def test_only_postgresql_through_psycopg2_has_a_wire(tmp_path: object) -> None:
+def test_only_postgresql_through_psycopg2_has_a_wire() -> None:
     sqlite = create_engine("sqlite://")
     with pytest.raises(ValueError, match="psycopg2"):
         HopWire(sqlite)

@@ -183,7 +183,7 @@ def test_a_hop_reads_its_task_by_id_alone_in_a_generic_plan(
     task through the primary key. With the seed's values as separate equalities it took the
     (workflow, activity, created) index and read every task of that activity in the
     workflow, on every hop (a never-analyzed table, as this test database's)."""
-    form = hop._hop(*shape)._form(pg_harness.db.dialect)
+    form = hop._hop(*shape).form(pg_harness.db.dialect)
     name = f"plan_check_{'_'.join(str(int(part)) for part in shape)}"
     prepare = form.prepare.replace(f"PREPARE {hop._hop(*shape).name}", f"PREPARE {name}", 1)
     nulls = ", ".join(["NULL"] * len(form.names))
