@@ -48,6 +48,9 @@ def create_celery(settings: Settings) -> Celery:
         }
     if settings.embedded_broker:
         app.conf.broker_transport = "worker.fs_transport:Transport"
+    elif all(url.startswith(("redis://", "rediss://")) for url in settings.broker_url.split(";")):
+        # kombu's, with a kept client for publish batches (worker.redis_transport).
+        app.conf.broker_transport = "worker.redis_transport:Transport"
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
