@@ -140,8 +140,8 @@ def publish(links: list[Signature], producer: Any = None) -> None:
     the worker sets again on every hop anyway. That was ~0.6 ms of a start's or a trigger's
     ~1 ms publication (10 links). A group or a chord goes through `chain`.
 
-    `producer`: the kombu producer to publish a plain sequence through (worker.follow holds
-    its messages in a batch); a group or a chord never takes it (see forks()).
+    `producer`: the kombu producer to publish a plain sequence through (worker.follow and
+    the dispatcher publish in a batch on it); a group or a chord never takes it (forks()).
     """
     if forks(links):
         _as_canvas(links).apply_async()

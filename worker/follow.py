@@ -60,7 +60,7 @@ class NextLink:
             return None
         batch = None
         try:
-            if not _holds(producer):
+            if not can_batch(producer):
                 pooled.__exit__(None, None, None)
                 return None
             compiled = [
@@ -144,7 +144,7 @@ class Held:
         self._pooled.__exit__(None, None, None)
 
 
-def _holds(producer: Any) -> bool:
+def can_batch(producer: Any) -> bool:
     """Whether `producer`'s channel buffers publishes in a batch (kombu >= 5.7, Redis)."""
     channel = producer.channel
     return (

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any
 
 from celery import Celery, Task
 
 from worker import canvas
 from worker.definitions import Definition
-from worker.follow import NextLink
+from worker.follow import NextLink, can_batch
 from worker.models import new_id
 from worker.outage import full_jitter, is_outage
 from worker.queues import CONTROL_QUEUE
@@ -80,9 +81,18 @@ class CeleryDispatcher:
     ) -> None:
         # Signatures resolve their app lazily through the current app: make it ours.
         self.app.set_current()
-        for activity, task_id in rows:
-            seed = (seeds or {}).get(task_id)
-            canvas.publish(canvas.segment_links(definition, activity, task_id, new_id, seed))
+        segments = [
+            canvas.segment_links(definition, activity, task_id, new_id, (seeds or {}).get(task_id))
+            for activity, task_id in rows
+        ]
+        # In one publish batch where the broker has them (Redis): one round trip for all the
+        # segments, on the client the channel keeps (worker.redis_transport).
+        with (
+            self.app.producer_or_acquire() as producer,
+            producer.batch() if can_batch(producer) else nullcontext(),
+        ):
+            for links in segments:
+                canvas.publish(links, producer)
 
     def apply_commands(self, workflow_id: int) -> None:
         self.app.send_task("carillon.apply_commands", args=(workflow_id,), queue=CONTROL_QUEUE)

@@ -237,6 +237,33 @@ def test_a_broker_that_cannot_hold_a_message_gets_nothing_early(tmp_path: Path) 
     app.close()
 
 
+def test_the_dispatcher_sends_a_commits_segments_in_one_batch_on_the_kept_client(
+    broker: tuple[Celery, redis.Redis],
+) -> None:
+    app, client = broker
+    dispatcher = CeleryDispatcher(app)
+    dispatcher.dispatch(SEQUENCE, [("a", "t-warm")])  # the channel's kept client is made
+    client.delete(QUEUE)
+    with app.producer_or_acquire() as producer:  # the pool's one producer, as dispatch's
+        channel = producer.channel
+    created = [0]
+    create = channel._create_client
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        created[0] += 1
+        return create(*args, **kwargs)
+
+    channel._create_client = counting
+    seed = {**SEED, "activity": "a"}
+    dispatcher.dispatch(SEQUENCE, [("a", "t-a"), ("end1", "t-end")], {"t-a": seed})
+    assert created[0] == 0  # kombu would have built one client per message
+    (a_headers, (_, a_kwargs, a_embed)), (end_headers, (_, end_kwargs, _)) = queued(client)
+    assert (a_headers["id"], end_headers["id"]) == ("t-a", "t-end")
+    assert a_kwargs == {"seed": seed} and end_kwargs == {}
+    # a's segment goes on to b then end1 (the next link last, as Celery keeps them).
+    assert [list(step["args"][1]) for step in a_embed["chain"]] == [[], ["end1"]]
+
+
 # ----------------------------------------------------------------- through the engine
 
 
