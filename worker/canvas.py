@@ -20,6 +20,7 @@ from celery import chain, chord, group, signature
 from celery.canvas import Signature
 
 from worker.definitions import Definition
+from worker.sender import send_link
 
 RUN_ACTIVITY = "carillon.run_activity"
 IdFactory = Callable[[], str]
@@ -142,13 +143,16 @@ def publish(links: list[Signature], producer: Any = None) -> None:
 
     `producer`: the kombu producer to publish a plain sequence through (worker.follow and
     the dispatcher publish in a batch on it); a group or a chord never takes it (forks()).
+    The first link goes out through Celery's message builder and sender (worker.sender).
     """
     if forks(links):
         _as_canvas(links).apply_async()
         return
     first, *rest = links
-    # The next link last, as Celery keeps them.
-    first.apply_async(chain=rest[::-1] or None, producer=producer)
+    app = first.app
+    with app.producer_or_acquire(producer) as acquired:
+        # The next link last, as Celery keeps them.
+        send_link(app, first, acquired, chain=rest[::-1] or None)
 
 
 def forks(links: list[Signature]) -> bool:

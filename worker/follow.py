@@ -17,11 +17,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from celery import Celery, signature
+from celery import Celery
 
 from worker import canvas
 from worker.definitions import Definition
 from worker.models import new_id
+from worker.sender import send_link
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,14 @@ class NextLink:
         priority = None
         if self.app.conf.task_inherit_parent_priority:
             priority = (self.request.delivery_info or {}).get("priority")
-        signature(following, app=self.app).apply_async(
+        send_link(
+            self.app,
+            following,
+            producer,
             chain=rest,
             parent_id=self.request.id,
             root_id=self.request.root_id or self.request.id,
             priority=priority,
-            producer=producer,
         )
 
 

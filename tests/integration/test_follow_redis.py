@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery
+from celery import Celery, signature
+from celery._state import _task_stack
 from sqlalchemy import select, update
 
 from tests.conftest import Harness
@@ -26,6 +27,7 @@ from worker.config import Settings
 from worker.engine import Engine
 from worker.follow import NextLink
 from worker.models import Task, Workflow, new_id
+from worker.sender import send_link
 from worker.tasks import CeleryDispatcher
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -262,6 +264,87 @@ def test_the_dispatcher_sends_a_commits_segments_in_one_batch_on_the_kept_client
     assert a_kwargs == {"seed": seed} and end_kwargs == {}
     # a's segment goes on to b then end1 (the next link last, as Celery keeps them).
     assert [list(step["args"][1]) for step in a_embed["chain"]] == [[], ["end1"]]
+
+
+def envelope(client: redis.Redis) -> dict[str, Any]:
+    """The one message waiting in QUEUE, taken off it, its body decoded and its delivery tag
+    (new for each publish) left out."""
+    keys = client.keys(f"{QUEUE}*")  # a priority has a list of its own (kombu's Redis)
+    ((raw),) = [message for key in keys for message in client.lrange(key, 0, -1)]
+    client.delete(*keys)
+    found = json.loads(raw)
+    found["body"] = json.loads(base64.b64decode(found["body"]))
+    del found["properties"]["delivery_tag"]
+    return dict(found)
+
+
+def test_a_segment_is_sent_as_the_very_message_celerys_apply_async_sends(
+    broker: tuple[Celery, redis.Redis],
+) -> None:
+    app, client = broker
+    app.set_current()
+    ids = iter(["t-b", "t-end"])
+    links = canvas.segment_links(SEQUENCE, "a", "t-a", lambda: next(ids), SEED)
+    canvas.publish(links)
+    ours = envelope(client)
+    links[0].apply_async(chain=links[1:][::-1])  # what publish did before worker.sender
+    assert ours == envelope(client)
+    assert ours["body"][1] == {"seed": SEED} and len(ours["body"][2]["chain"]) == 2
+
+
+@pytest.mark.parametrize("priority", [None, 3])
+def test_a_held_link_is_the_very_message_celerys_apply_async_sends(
+    broker: tuple[Celery, redis.Redis], priority: int | None
+) -> None:
+    app, client = broker
+    later, following = link(SEQUENCE, "end1", "t-later"), link(SEQUENCE, "b", "t-next")
+    running = request(later, following)
+    running.delivery_info = {"priority": priority}
+    app.conf.task_inherit_parent_priority = priority is not None
+    held = NextLink(app, running).hold({"t-next": SEED})
+    assert held is not None
+    held.send()
+    ours = envelope(client)
+    signature(canvas.seeded_link(following, {"t-next": SEED}), app=app).apply_async(
+        chain=[later], parent_id=running.id, root_id="root-1", priority=priority
+    )
+    assert ours == envelope(client)
+    assert ours["properties"]["priority"] == (priority or 0)
+
+
+def test_sent_from_within_a_task_a_link_descends_from_it_as_with_apply_async(
+    broker: tuple[Celery, redis.Redis],
+) -> None:
+    """Published by a running task (the dispatcher after a usual claim, the tick), a message
+    takes the task as its parent and root, as send_task does (its priority too, which Celery
+    does not inherit there: the task's own options already say None)."""
+    app, client = broker
+    app.set_current()
+    app.conf.task_inherit_parent_priority = True
+    task = app.tasks[canvas.RUN_ACTIVITY]
+    task.push_request(
+        id="running-1", root_id="root-1", delivery_info={"priority": 4}, called_directly=False
+    )
+    _task_stack.push(task)
+    try:
+        single = [canvas.link(SEQUENCE, "end1", "t-end")]
+        canvas.publish(single)
+        ours = envelope(client)
+        single[0].apply_async()
+        assert ours == envelope(client)
+    finally:
+        _task_stack.pop()
+        task.pop_request()
+    assert (ours["headers"]["parent_id"], ours["headers"]["root_id"]) == ("running-1", "root-1")
+
+
+def test_a_link_with_a_delay_goes_through_apply_async(broker: tuple[Celery, redis.Redis]) -> None:
+    """What only apply_async's upper layers handle (here a countdown) is left to them."""
+    app, client = broker
+    delayed = {**link(SEQUENCE, "b", "t-later")}
+    delayed["options"] = {**delayed["options"], "countdown": 60}
+    send_link(app, delayed, None)
+    assert envelope(client)["headers"]["eta"] is not None
 
 
 # ----------------------------------------------------------------- through the engine
