@@ -24,6 +24,7 @@ from typing import Any
 import kombu.pools
 import pytest
 import redis
+from celery import Celery
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
@@ -50,6 +51,39 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"integration servers unavailable under CI: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture
+def redis_broker(tmp_path: Path) -> Iterator[tuple[Celery, redis.Redis]]:
+    """Carillon's Celery app on the test Redis (its database flushed before and after), and
+    a client of that database."""
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.flushdb()
+    except Exception as exc:
+        unavailable(f"Redis at {REDIS_URL}: {exc}")
+    settings = Settings(
+        home=tmp_path, database_url="sqlite://", broker_url=REDIS_URL, result_backend=REDIS_URL
+    ).resolved()
+    app = create_celery(settings)
+    yield app, client
+    app.close()
+    client.flushdb()
+    client.close()
+
+
+def count_new_clients(channel: Any) -> list[int]:
+    """A one-element list counting the redis clients a kombu Redis `channel` creates from
+    now on (kombu builds one per publish outside a batch)."""
+    created = [0]
+    create = channel._create_client
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        created[0] += 1
+        return create(*args, **kwargs)
+
+    channel._create_client = counting
+    return created
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:

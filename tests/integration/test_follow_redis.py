@@ -20,7 +20,7 @@ from celery._state import _task_stack
 from sqlalchemy import select, update
 
 from tests.conftest import Harness
-from tests.integration.conftest import REDIS_URL, unavailable
+from tests.integration.conftest import count_new_clients
 from worker import canvas, definitions
 from worker.celery_app import create_celery
 from worker.config import Settings
@@ -61,20 +61,8 @@ QUEUE = canvas.queue_for(SEQUENCE, "a")
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[tuple[Celery, redis.Redis]]:
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        client.flushdb()
-    except Exception as exc:
-        unavailable(f"Redis at {REDIS_URL}: {exc}")
-    settings = Settings(
-        home=tmp_path, database_url="sqlite://", broker_url=REDIS_URL, result_backend=REDIS_URL
-    ).resolved()
-    app = create_celery(settings)
-    yield app, client
-    app.close()
-    client.flushdb()
-    client.close()
+def broker(redis_broker: tuple[Celery, redis.Redis]) -> tuple[Celery, redis.Redis]:
+    return redis_broker
 
 
 def link(definition: Any, activity: str, task_id: str) -> dict[str, Any]:
@@ -248,14 +236,7 @@ def test_the_dispatcher_sends_a_commits_segments_in_one_batch_on_the_kept_client
     client.delete(QUEUE)
     with app.producer_or_acquire() as producer:  # the pool's one producer, as dispatch's
         channel = producer.channel
-    created = [0]
-    create = channel._create_client
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        created[0] += 1
-        return create(*args, **kwargs)
-
-    channel._create_client = counting
+    created = count_new_clients(channel)
     seed = {**SEED, "activity": "a"}
     dispatcher.dispatch(SEQUENCE, [("a", "t-a"), ("end1", "t-end")], {"t-a": seed})
     assert created[0] == 0  # kombu would have built one client per message

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.integration.conftest import REDIS_URL, unavailable
+from tests.integration.conftest import REDIS_URL, count_new_clients
 from worker import redis_transport
 from worker.celery_app import create_celery
 from worker.config import Settings
@@ -32,17 +31,8 @@ def app_for(tmp_path: Path, broker_url: str) -> Celery:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[tuple[Celery, redis.Redis]]:
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        client.flushdb()
-    except Exception as exc:
-        unavailable(f"Redis at {REDIS_URL}: {exc}")
-    app = app_for(tmp_path, REDIS_URL)
-    yield app, client
-    app.close()
-    client.flushdb()
-    client.close()
+def broker(redis_broker: tuple[Celery, redis.Redis]) -> tuple[Celery, redis.Redis]:
+    return redis_broker
 
 
 def queued(client: redis.Redis) -> list[Any]:
@@ -56,19 +46,6 @@ def queued(client: redis.Redis) -> list[Any]:
 def publish_in_batch(producer: Any, body: Any) -> None:
     with producer.batch():
         producer.publish(body, routing_key=QUEUE, serializer="json")
-
-
-def count_new_clients(channel: Any) -> list[int]:
-    """A one-element list counting the redis clients `channel` creates from now on."""
-    created = [0]
-    create = channel._create_client
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        created[0] += 1
-        return create(*args, **kwargs)
-
-    channel._create_client = counting
-    return created
 
 
 @pytest.mark.parametrize(
