@@ -1,4 +1,5 @@
-"""kombu's Redis transport, its publish batches on one Redis client kept by each channel.
+"""kombu's Redis transport: publish batches on a client each channel keeps, and unacknowledged
+messages restored when a channel closes after its connection was let go.
 
 kombu builds a new redis-py client for every publish and every batch (Channel.conn_or_acquire):
 about 50 us of CPU each (redis-py fills a table of some 170 reply parsers per client), on every
@@ -9,6 +10,14 @@ Only batches take the kept client; everything else (Celery's own publishes, acks
 consumer) goes through kombu unchanged. A redis-py client holds no connection between
 commands, so one that met an error is as good as new, and after a fork its pool opens new
 connections in the child (redis-py checks the process id).
+
+When the broker goes away, Celery's consumer releases its connection, and kombu (5.7) may
+close a channel after the transport has let go of the connection: restoring the messages
+that channel had delivered but not acknowledged then needs a new pool, whose parameters
+kombu reads from the connection that is gone. It raised AttributeError, which Celery takes
+for an unrecoverable error: the worker stopped consuming for good (fault F5, a Redis restart,
+about one run in two on a 2-core machine). Each channel keeps the parameters it connected
+with, so the restore goes ahead, or fails as a connection error Celery recovers from.
 """
 
 from __future__ import annotations
@@ -32,6 +41,14 @@ class Channel(redis.Channel):
             return super().create_publish_batch(max_size)
         finally:
             self._lending = False
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        known: dict[bool, Any] = self.__dict__.setdefault("_known_connparams", {})
+        if self.connection.client is None and asynchronous in known:
+            return dict(known[asynchronous])  # the connection is gone; its parameters are not
+        params = super()._connparams(asynchronous)
+        known[asynchronous] = dict(params)
+        return params
 
     def conn_or_acquire(self, client: Any = None) -> Any:
         # kombu's context manager as it is (no wrapper: every ack and publish comes here).

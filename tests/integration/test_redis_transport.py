@@ -136,3 +136,22 @@ def test_a_forked_child_batches_on_connections_of_its_own(
         assert os.waitstatus_to_exitcode(status) == 0
         publish_in_batch(producer, {"from": "parent again"})  # its socket is still its own
     assert queued(client) == [{"from": "parent"}, {"from": "child"}, {"from": "parent again"}]
+
+
+def test_a_channel_closed_after_its_connection_was_let_go_restores_what_it_delivered(
+    broker: tuple[Celery, redis.Redis],
+) -> None:
+    """F5: when Redis goes away, Celery's consumer releases its connection and kombu may close
+    a channel after the transport let go of it; restoring the unacknowledged messages read
+    the gone connection's parameters, and the AttributeError stopped the worker for good."""
+    app, client = broker
+    with app.connection_for_read() as connection:
+        channel = connection.channel()
+        channel.queue_declare(queue=QUEUE)
+        channel.basic_publish(channel.prepare_message("in flight"), "", QUEUE)
+        assert channel.basic_get(QUEUE, no_ack=False) is not None  # delivered, not acked
+        assert (client.llen(QUEUE), client.hlen("unacked")) == (0, 1)
+        channel.connection.client = None  # what kombu's _do_close_transport does
+        channel.close()
+    # Back on its queue at once, not left to the visibility timeout.
+    assert (client.llen(QUEUE), client.hlen("unacked")) == (1, 0)
