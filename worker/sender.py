@@ -38,12 +38,12 @@ def send_link(
     producer=producer)` would."""
     name = link["task"]
     task = app.tasks.get(name)
-    # As Task.apply_async: the task's execution options under the link's own.
-    options = {**(task._get_exec_options() if task else {}), **link.get("options", {})}
-    options.setdefault("ignore_result", task.ignore_result if task else None)
+    # As Task.apply_async: the task's execution options under the link's own (they always
+    # hold a priority, None unless set: send_task's inheritance of the parent's never applies).
+    options = {**task._get_exec_options(), **link.get("options", {})} if task else {}
     if (
         task is None  # not registered in this app: sent by name, as apply_async does
-        or not options["ignore_result"]
+        or not options.setdefault("ignore_result", task.ignore_result)
         or "task_id" not in options
         or "queue" not in options
         or any(options.get(key) is not None for key in _UPPER_LAYER_OPTIONS)
@@ -61,8 +61,6 @@ def send_link(
         if parent is not None:
             root_id = root_id or parent.request.root_id or parent.request.id
             parent_id = parent_id or parent.request.id
-            if app.conf.task_inherit_parent_priority:
-                options.setdefault("priority", (parent.request.delivery_info or {}).get("priority"))
     # send_task's own parameters: taken here, not passed on to the message's properties.
     task_id = options.pop("task_id")
     ignore_result = options.pop("ignore_result")
