@@ -132,7 +132,7 @@ def segment_links(
     return links
 
 
-def publish(links: list[Signature], producer: Any = None) -> None:
+def publish(links: list[Signature], producer: Any = None, *, batched: bool = False) -> None:
     """Publish a segment's links (segment_links) as Celery's chain would.
 
     A plain sequence goes out as `chain.apply_async` sends it, its first link's message
@@ -143,7 +143,8 @@ def publish(links: list[Signature], producer: Any = None) -> None:
 
     `producer`: the kombu producer to publish a plain sequence through (worker.follow and
     the dispatcher publish in a batch on it); a group or a chord never takes it (forks()).
-    The first link goes out through Celery's message builder and sender (worker.sender).
+    The first link goes out through Celery's message builder and sender (worker.sender);
+    `batched`: `producer` is inside a publish batch (send_link).
     """
     if forks(links):
         _as_canvas(links).apply_async()
@@ -152,7 +153,7 @@ def publish(links: list[Signature], producer: Any = None) -> None:
     app = first.app
     with app.producer_or_acquire(producer) as acquired:
         # The next link last, as Celery keeps them.
-        send_link(app, first, acquired, chain=rest[::-1] or None)
+        send_link(app, first, acquired, chain=rest[::-1] or None, batched=batched)
 
 
 def forks(links: list[Signature]) -> bool:

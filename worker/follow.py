@@ -80,7 +80,7 @@ class NextLink:
             if following is not None:
                 self._publish_next(following, remaining[:-1], producer)
             for links in compiled:
-                canvas.publish(links, producer)
+                canvas.publish(links, producer, batched=True)
         except Exception as exc:
             # Nothing left: Celery publishes the link after the task, and the engine the
             # segments after the commit, as they would have. The producer goes back with
@@ -106,6 +106,7 @@ class NextLink:
             parent_id=self.request.id,
             root_id=self.request.root_id or self.request.id,
             priority=priority,
+            batched=True,
         )
 
 

@@ -87,12 +87,11 @@ class CeleryDispatcher:
         ]
         # In one publish batch where the broker has them (Redis): one round trip for all the
         # segments, on the client the channel keeps (worker.redis_transport).
-        with (
-            self.app.producer_or_acquire() as producer,
-            producer.batch() if can_batch(producer) else nullcontext(),
-        ):
-            for links in segments:
-                canvas.publish(links, producer)
+        with self.app.producer_or_acquire() as producer:
+            batched = can_batch(producer)
+            with producer.batch() if batched else nullcontext():
+                for links in segments:
+                    canvas.publish(links, producer, batched=batched)
 
     def apply_commands(self, workflow_id: int) -> None:
         self.app.send_task("carillon.apply_commands", args=(workflow_id,), queue=CONTROL_QUEUE)

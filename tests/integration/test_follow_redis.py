@@ -17,6 +17,7 @@ import pytest
 import redis
 from celery import Celery, signature
 from celery._state import _task_stack
+from kombu import Exchange, Queue
 from sqlalchemy import select, update
 
 from tests.conftest import Harness
@@ -27,7 +28,7 @@ from worker.config import Settings
 from worker.engine import Engine
 from worker.follow import NextLink
 from worker.models import Task, Workflow, new_id
-from worker.sender import send_link
+from worker.sender import _routed_by_name, send_link
 from worker.tasks import CeleryDispatcher
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -245,6 +246,37 @@ def test_the_dispatcher_sends_a_commits_segments_in_one_batch_on_the_kept_client
     assert a_kwargs == {"seed": seed} and end_kwargs == {}
     # a's segment goes on to b then end1 (the next link last, as Celery keeps them).
     assert [list(step["args"][1]) for step in a_embed["chain"]] == [[], ["end1"]]
+
+
+def test_a_batched_link_skips_the_queue_declaration_it_does_not_need(
+    broker: tuple[Celery, redis.Redis],
+) -> None:
+    """Into a batch on Redis a link goes out undeclared (worker.sender): it still lands on
+    its queue, where a declaration would only have recorded a binding; outside a batch,
+    Celery declares the queue as before. (Fresh connections: kombu remembers what a pooled
+    one declared, across apps of one process.)"""
+    app, client = broker
+    bindings = "_kombu.binding.*"
+    with app.connection_for_write() as connection:
+        producer = app.amqp.Producer(connection)
+        with producer.batch():
+            send_link(app, canvas.link(SEQUENCE, "a", "t-a"), producer, batched=True)
+    assert client.keys(bindings) == []
+    assert [headers["id"] for headers, _ in queued(client)] == ["t-a"]
+    client.delete(QUEUE)
+    with app.connection_for_write() as connection:
+        send_link(app, canvas.link(SEQUENCE, "a", "t-plain"), app.amqp.Producer(connection))
+    assert client.keys(bindings) != []
+    assert [headers["id"] for headers, _ in queued(client)] == ["t-plain"]
+
+
+def test_only_a_direct_queue_on_redis_is_routed_by_name(broker: tuple[Celery, redis.Redis]) -> None:
+    app, _ = broker
+    app.amqp.queues.add(Queue("carillon.topical", Exchange("topical", type="topic"), "x.#"))
+    with app.producer_or_acquire() as producer:
+        assert _routed_by_name(app, QUEUE, producer)
+        assert not _routed_by_name(app, "carillon.topical", producer)  # bindings route it
+        assert not _routed_by_name(app, "carillon.unknown", producer)
 
 
 def envelope(client: redis.Redis) -> dict[str, Any]:
