@@ -22,6 +22,7 @@ from celery import Celery
 from worker import canvas
 from worker.definitions import Definition
 from worker.models import new_id
+from worker.producers import KeptProducer, kept_producer
 from worker.sender import send_link
 
 log = logging.getLogger(__name__)
@@ -53,17 +54,16 @@ class NextLink:
         following = canvas.seeded_link(remaining[-1], seeds) if remaining else None
         if following is None and not segments:
             return None
+        kept = kept_producer(self.app)
         try:
-            pooled = self.app.producer_or_acquire()
-            producer = pooled.__enter__()
+            producer = kept.acquire()
         except Exception:  # the broker is unreachable: Celery and the engine will say so
             log.debug("no producer to hold what %s publishes", self.request.id, exc_info=True)
             return None
+        if producer is None:  # the broker cannot hold a message
+            return None
         batch = None
         try:
-            if not can_batch(producer):
-                pooled.__exit__(None, None, None)
-                return None
             compiled = [
                 canvas.segment_links(definition, activity, task_id, new_id, seeds.get(task_id))
                 for definition, activity, task_id in segments
@@ -71,27 +71,27 @@ class NextLink:
             if any(canvas.forks(links) for links in compiled):
                 compiled = []  # a group's members go out through their own producers
             if following is None and not compiled:
-                pooled.__exit__(None, None, None)
                 return None
             batch = producer.batch()
             batch.__enter__()
+            kept.holding = True
             if compiled:
                 self.app.set_current()  # segment links resolve their app through it
             if following is not None:
                 self._publish_next(following, remaining[:-1], producer)
             for links in compiled:
                 canvas.publish(links, producer, batched=True)
-        except Exception as exc:
+        except Exception:
             # Nothing left: Celery publishes the link after the task, and the engine the
-            # segments after the commit, as they would have. The producer goes back with
-            # the error: kombu does not pool a connection that may be broken.
+            # segments after the commit, as they would have. The producer may be broken:
+            # the next hop opens another.
             if batch is not None:
                 batch.__exit__(_Dropped, _Dropped(), None)
-            pooled.__exit__(type(exc), exc, exc.__traceback__)
+            kept.discard()
             log.debug("could not hold what %s publishes", self.request.id, exc_info=True)
             return None
         link_of = self.request if following is not None else None
-        return Held(link_of, pooled, batch, bool(compiled))
+        return Held(link_of, kept, batch, bool(compiled))
 
     def _publish_next(self, following: dict[str, Any], rest: list[Any], producer: Any) -> None:
         """Publish the chain's next link as Celery's tracer does once a task returns."""
@@ -113,11 +113,11 @@ class NextLink:
 class Held:
     """Messages built and held until the state they follow from committed."""
 
-    def __init__(self, request: Any, pooled: Any, batch: Any, segments: bool) -> None:
+    def __init__(self, request: Any, kept: KeptProducer, batch: Any, segments: bool) -> None:
         #: The task request whose chain's next link is held (None: no link held).
         self._request = request
-        #: The pooled producer's context and its publish batch's, both entered.
-        self._pooled = pooled
+        #: The producer the batch is on, and the batch (entered).
+        self._kept = kept
         self._batch = batch
         #: Whether the segments asked for are held (the engine must not publish them again).
         self.segments = segments
@@ -131,28 +131,16 @@ class Held:
         try:
             self._batch.__exit__(None, None, None)  # a normal exit flushes the batch
         except Exception as exc:
-            self._pooled.__exit__(type(exc), exc, exc.__traceback__)
+            self._kept.discard()  # its connection may be broken: the next hop opens another
             log.warning("could not publish the next tasks; the tick will: %s", exc)
-            return
-        self._pooled.__exit__(None, None, None)
+        else:
+            self._kept.holding = False
 
     def drop(self) -> None:
-        """Discard the messages; the task's chain stays as it was."""
+        """Discard the messages; the task's chain stays as it was. The producer and its
+        connection stay (a drop is no broker error)."""
         try:
             self._batch.__exit__(_Dropped, _Dropped(), None)  # discards what it holds
         except Exception:  # discarding held pushes cannot fail the run
             log.debug("dropping held messages failed", exc_info=True)
-        # A drop is no broker error: the producer goes back as it is. Leaving its context
-        # with an exception makes kombu open a new connection (and declare the queues
-        # again) for the next publish: ~4 ms instead of ~0.5, measured.
-        self._pooled.__exit__(None, None, None)
-
-
-def can_batch(producer: Any) -> bool:
-    """Whether `producer`'s channel buffers publishes in a batch (kombu >= 5.7, Redis)."""
-    channel = producer.channel
-    return (
-        hasattr(producer, "batch")
-        and getattr(channel, "create_publish_batch", None) is not None
-        and bool(getattr(channel, "supports_batch_publish", True))
-    )
+        self._kept.holding = False

@@ -12,9 +12,10 @@ from celery import Celery, Task
 
 from worker import canvas
 from worker.definitions import Definition
-from worker.follow import NextLink, can_batch
+from worker.follow import NextLink
 from worker.models import new_id
 from worker.outage import full_jitter, is_outage
+from worker.producers import can_batch
 from worker.queues import CONTROL_QUEUE
 
 #: Transactional events are deliveries: they go where the channel activities go.
