@@ -28,10 +28,6 @@ from worker.sender import send_link
 log = logging.getLogger(__name__)
 
 
-class _Dropped(Exception):
-    """Leaves a publish batch by its exceptional exit: kombu then discards what it holds."""
-
-
 class NextLink:
     """What the run_activity task whose `request` this is publishes once its hop committed:
     its chain's next link, and new segments where its chain ends (worker.canvas)."""
@@ -62,7 +58,6 @@ class NextLink:
             return None
         if producer is None:  # the broker cannot hold a message
             return None
-        batch = None
         try:
             compiled = [
                 canvas.segment_links(definition, activity, task_id, new_id, seeds.get(task_id))
@@ -72,9 +67,7 @@ class NextLink:
                 compiled = []  # a group's members go out through their own producers
             if following is None and not compiled:
                 return None
-            batch = producer.batch()
-            batch.__enter__()
-            kept.holding = True
+            kept.open_batch()
             if compiled:
                 self.app.set_current()  # segment links resolve their app through it
             if following is not None:
@@ -85,13 +78,12 @@ class NextLink:
             # Nothing left: Celery publishes the link after the task, and the engine the
             # segments after the commit, as they would have. The producer may be broken:
             # the next hop opens another.
-            if batch is not None:
-                batch.__exit__(_Dropped, _Dropped(), None)
+            kept.close_batch(flush=False)
             kept.discard()
             log.debug("could not hold what %s publishes", self.request.id, exc_info=True)
             return None
         link_of = self.request if following is not None else None
-        return Held(link_of, kept, batch, bool(compiled))
+        return Held(link_of, kept, bool(compiled))
 
     def _publish_next(self, following: dict[str, Any], rest: list[Any], producer: Any) -> None:
         """Publish the chain's next link as Celery's tracer does once a task returns."""
@@ -113,12 +105,11 @@ class NextLink:
 class Held:
     """Messages built and held until the state they follow from committed."""
 
-    def __init__(self, request: Any, kept: KeptProducer, batch: Any, segments: bool) -> None:
+    def __init__(self, request: Any, kept: KeptProducer, segments: bool) -> None:
         #: The task request whose chain's next link is held (None: no link held).
         self._request = request
-        #: The producer the batch is on, and the batch (entered).
+        #: The producer whose open batch holds the messages.
         self._kept = kept
-        self._batch = batch
         #: Whether the segments asked for are held (the engine must not publish them again).
         self.segments = segments
 
@@ -129,18 +120,11 @@ class Held:
         if self._request is not None:
             self._request.chain = None
         try:
-            self._batch.__exit__(None, None, None)  # a normal exit flushes the batch
+            self._kept.close_batch(flush=True)
         except Exception as exc:
-            self._kept.discard()  # its connection may be broken: the next hop opens another
             log.warning("could not publish the next tasks; the tick will: %s", exc)
-        else:
-            self._kept.holding = False
 
     def drop(self) -> None:
         """Discard the messages; the task's chain stays as it was. The producer and its
         connection stay (a drop is no broker error)."""
-        try:
-            self._batch.__exit__(_Dropped, _Dropped(), None)  # discards what it holds
-        except Exception:  # discarding held pushes cannot fail the run
-            log.debug("dropping held messages failed", exc_info=True)
-        self._kept.holding = False
+        self._kept.close_batch(flush=False)

@@ -25,24 +25,29 @@ from celery import Celery
 log = logging.getLogger(__name__)
 
 
+class _Dropped(Exception):
+    """Leaves a publish batch by its exceptional exit: kombu then discards what it holds."""
+
+
 class KeptProducer:
-    """A producer kept across publish batches, opened on first use."""
+    """A producer kept across publish batches, opened on first use, with at most one batch
+    open on it (its publishes held until the batch is closed)."""
 
     def __init__(self, app: Celery) -> None:
         self.app = app
         self.pid = os.getpid()
         #: False once the broker turned out not to buffer publishes.
         self.batches = True
-        #: True while a batch on the producer is open (worker.follow's Held until sent or
-        #: dropped). Still True at the next acquire, the batch was left open (interrupted):
-        #: kombu nests later batches in an open one, so the producer is not used again.
-        self.holding = False
         self._producer: Any = None
+        #: The open batch (entered), if any.
+        self._batch: Any = None
 
     def acquire(self) -> Any | None:
         """The kept producer, or None where the broker cannot hold a message; raises what
         connecting to the broker raised."""
-        if self.holding:
+        if self._batch is not None:
+            # Left open (its task interrupted between hold and send): kombu would nest every
+            # later batch in it and none would go out, so the producer is not used again.
             log.warning("a publish batch was left open; its producer is closed")
             self.discard()
         if self._producer is None and self.batches:
@@ -58,10 +63,34 @@ class KeptProducer:
                 _close(producer)
         return self._producer
 
+    def open_batch(self) -> None:
+        """Open a publish batch on the acquired producer: what goes through it is held."""
+        batch = self._producer.batch()
+        batch.__enter__()
+        self._batch = batch
+
+    def close_batch(self, *, flush: bool) -> None:
+        """Push what the open batch holds (`flush`), or discard it; nothing when none is open.
+        A flush that fails closes the producer (its connection may be broken: the next
+        acquire opens another) and raises; a discard cannot fail."""
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        if flush:
+            try:
+                batch.__exit__(None, None, None)  # a normal exit flushes the batch
+            except BaseException:
+                self.discard()
+                raise
+            return
+        try:
+            batch.__exit__(_Dropped, _Dropped(), None)
+        except Exception:  # discarding held pushes cannot fail the caller
+            log.debug("discarding a publish batch failed", exc_info=True)
+
     def discard(self) -> None:
         """Close the producer's connection (it met an error); the next acquire opens another."""
-        producer, self._producer = self._producer, None
-        self.holding = False
+        producer, self._producer, self._batch = self._producer, None, None
         if producer is not None and self.pid == os.getpid():  # a parent's is the parent's
             _close(producer)
 

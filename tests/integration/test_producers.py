@@ -18,13 +18,13 @@ from tests.faults.servers import PrivateRedis
 from tests.integration.test_follow_redis import SEQUENCE, link, queued, request
 from worker.celery_app import create_celery
 from worker.config import Settings
-from worker.follow import NextLink
+from worker.follow import Held, NextLink
 from worker.producers import kept_producer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
-def held(app: Celery, task_id: str) -> object:
+def held(app: Celery, task_id: str) -> Held:
     """What a seeded hop holds: its chain's next link, `task_id`."""
     found = NextLink(app, request(link(SEQUENCE, "b", task_id))).hold({})
     assert found is not None
@@ -32,7 +32,7 @@ def held(app: Celery, task_id: str) -> object:
 
 
 def hold_and_send(app: Celery, task_id: str) -> None:
-    held(app, task_id).send()  # type: ignore[attr-defined]
+    held(app, task_id).send()
 
 
 def ids(client: redis.Redis) -> list[str]:
